@@ -1,0 +1,294 @@
+"""``spikescale <stage>``: the one command that Snakemake rules and DVC stages call.
+
+Each subcommand reads its inputs, calls the pure stage function and writes its outputs
+atomically. ``--params`` takes either a YAML file (DVC, and users) or a JSON object of
+parameter sections (what a Snakemake rule hands over, overrides applied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+from spikescale import params as P
+from spikescale.io import atomic_path, read_json, write_json
+
+
+def _params(value: str) -> P.Params:
+    text = value.strip()
+    return P.from_json(text) if text.startswith("{") else P.load(text)
+
+
+def _threads(n: int | None) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n or 1))
+
+
+def _need(*paths: str | Path) -> None:
+    for path in paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"input {path} does not exist (run the stage that writes it first)")
+
+
+def cmd_events(a) -> None:
+    from spikescale.dataset import run_events
+
+    p = _params(a.params)
+    summary = run_events(p.dataset, a.out_dir)
+    for split, s in summary.items():
+        print(f"{split}: {s['samples']} samples, {s['events']} events, fingerprint {s['fingerprint']}")
+
+
+def cmd_frames(a) -> None:
+    from spikescale.frames import run_frames
+
+    p = _params(a.params)
+    _need(Path(a.events_dir) / "train.parquet", Path(a.events_dir) / "test.parquet")
+    for split, s in run_frames(p.frames, a.events_dir, a.out_dir).items():
+        print(f"{split}: {s['frames']} frames, {s['dropped_events']} events dropped by the binning")
+
+
+def cmd_train(a) -> None:
+    from spikescale.events import read_metadata
+    from spikescale.frames import load_arrays
+    from spikescale.model import save_cnn
+    from spikescale.train import train_cnn
+
+    p = _params(a.params)
+    _check_device(p.device)
+    _threads(a.threads)
+    train, test = (load_arrays(Path(a.frames_dir) / f"{s}.npz") for s in ("train", "test"))
+    classes = len(read_metadata(a.events)["classes"])
+    model, arch, report = train_cnn(train, test, p.training, classes, p.device, progress=not a.quiet)
+    save_cnn(model, arch, a.out)
+    write_json(report, a.report)
+    print(f"CNN test accuracy (one decision per recording): {report['cnn_test_accuracy']:.4f}")
+
+
+def cmd_normalise(a) -> None:
+    import numpy as np
+    import torch
+
+    from spikescale.frames import load_arrays
+    from spikescale.model import load_cnn, save_cnn
+    from spikescale.normalise import normalise
+
+    p = _params(a.params).normalisation
+    _threads(a.threads)
+    cnn, arch, _ = load_cnn(a.cnn)
+    frames = load_arrays(a.frames)["frames"]
+    pick = np.sort(np.random.default_rng(0).permutation(len(frames))[: p.samples])
+    model, table = normalise(cnn, torch.from_numpy(frames[pick].astype(np.float32)), p.percentile, p.ignore_zeros, p.batch_size)
+    save_cnn(model, arch, a.out)
+    write_json({"percentile": p.percentile, "ignore_zeros": p.ignore_zeros, "samples": len(pick), "layers": table}, a.table)
+    for row in table:
+        flag = "  (left unscaled: no positive activation)" if row["degenerate"] else ""
+        print(f"{row['layer']:>4} {row['kind']:<7} scale {row['scale']:.4g}{flag}")
+
+
+def cmd_convert(a) -> None:
+    from spikescale.convert import convert
+    from spikescale.model import load_cnn, save_cnn
+
+    p = _params(a.params).conversion
+    cnn, arch, _ = load_cnn(a.cnn)
+    _, rows = convert(cnn, arch, p)
+    save_cnn(cnn, arch, a.out, conversion=p.model_dump(mode="json"))
+    write_json({"conversion": p.model_dump(mode="json"), "modules": rows}, a.summary)
+    print(f"SNN with {sum('spike_fn' in r for r in rows)} spiking layers written to {a.out}")
+
+
+def load_snn(path):
+    """The SNN stored by `convert`: normalised CNN weights and the neuron model."""
+    from spikescale.model import load_cnn, to_snn
+
+    cnn, arch, blob = load_cnn(path)
+    if "conversion" not in blob:
+        raise ValueError(f"{path} is a CNN, not an SNN written by 'spikescale convert'")
+    return cnn, arch, to_snn(cnn, arch, P.ConversionParams(**blob["conversion"]))
+
+
+def cmd_evaluate(a) -> None:
+    import pyarrow.parquet as pq
+
+    from spikescale.evaluate import evaluate_factor
+    from spikescale.model import scale_first_layer
+
+    p = _params(a.params)
+    if not a.factor > 0:
+        raise P.ParamsError(f"--factor must be > 0, got {a.factor}")
+    _check_device(p.device)
+    _need(a.snn, a.events)
+    _threads(a.threads)
+    cnn, arch, snn = load_snn(a.snn)
+    tables = evaluate_factor(
+        scale_first_layer(snn, a.factor), scale_first_layer(cnn, a.factor), arch,
+        a.events, p.evaluation, a.factor, p.device, progress=not a.quiet,
+    )
+    # all parts or none: every part goes to a temporary file first
+    outs = {name: Path(f"{a.out_prefix}.parquet" if name == "summary" else f"{a.out_prefix}.{name}.parquet") for name in tables}
+    with ExitStack() as stack:
+        tmps = {name: stack.enter_context(atomic_path(path)) for name, path in outs.items()}
+        for name, table in tables.items():
+            pq.write_table(table, tmps[name], compression="zstd")
+    s = tables["summary"].to_pylist()[0]
+    print(f"factor {a.factor:g}: accuracy {s['snn_accuracy']:.4f}, silent {s['silent_fraction']:.4f}, "
+          f"{s['spikes_per_sample']:.1f} spikes per sample")
+
+
+def cmd_collect(a) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from spikescale.collect import build_sweep, package_versions, sort_by_factor, with_columns
+    from spikescale.events import read_metadata
+    from spikescale.model import load_cnn, state_hash
+
+    p = _params(a.params)
+    prefixes = [Path(a.factor_dir) / f"factor_{P.factor_label(f)}" for f in p.scale.factors]
+    parts = {name: [] for name in ("summary", "layers", "samples", "timecourse")}
+    for prefix in prefixes:
+        for name in parts:
+            path = Path(f"{prefix}.parquet" if name == "summary" else f"{prefix}.{name}.parquet")
+            _need(path)
+            parts[name].append(pq.read_table(path))
+    training = read_json(a.training)
+    cnn, _, _ = load_cnn(a.snn)
+    meta = read_metadata(a.events)
+    provenance = {
+        "dataset": p.dataset.name,
+        "dataset_fingerprint": meta["fingerprint"],
+        "model_hash": state_hash(cnn),
+        "params_hash": P.params_hash(p),
+        "seed": p.training.seed,
+        **{f"{k}_version": v for k, v in package_versions().items()},
+    }
+    summary = pa.concat_tables(parts["summary"])
+    sweep, rec = build_sweep(summary, training["cnn_test_accuracy"], p.recommend.tolerance_pp)
+    sweep = sweep.append_column("refined", pa.array([False] * sweep.num_rows))
+    out = Path(a.out_dir)
+    tables = {
+        "sweep": sweep,
+        "layers": sort_by_factor(pa.concat_tables(parts["layers"]), "position"),
+        "timecourse": sort_by_factor(pa.concat_tables(parts["timecourse"]), "time_ms"),
+        "samples": sort_by_factor(pa.concat_tables(parts["samples"]), "sample"),
+    }
+    for name, table in tables.items():
+        with atomic_path(out / f"{name}.parquet") as tmp:
+            pq.write_table(with_columns(table, provenance), tmp, compression="zstd")
+    rec.update(dataset=p.dataset.name, params_hash=provenance["params_hash"])
+    write_json(rec, out / "recommendation.json")
+    metrics = {
+        "cnn_accuracy": rec["cnn_accuracy"],
+        "best_factor": rec["best_factor"],
+        "best_snn_accuracy": rec["best_accuracy"],
+        "recommended_factor": rec["recommended_factor"],
+        "recommended_snn_accuracy": rec["recommended_accuracy"],
+        "recommended_synops_per_sample": float(
+            sweep.filter(sweep.column("recommended")).column("synops_per_sample")[0].as_py()
+        ),
+    }
+    write_json(metrics, out / "metrics.json")
+    print_summary(out)
+
+
+def print_summary(results_dir: str | Path) -> None:
+    import pyarrow.parquet as pq
+
+    results_dir = Path(results_dir)
+    sweep = pq.read_table(results_dir / "sweep.parquet").to_pylist()
+    rec = read_json(results_dir / "recommendation.json")
+    print(f"\n{'factor':>8} {'SNN acc':>8} {'silent':>7} {'spikes/sample':>14} {'synops/sample':>14}")
+    for r in sweep:
+        mark = "  <- recommended" if r["recommended"] else ""
+        print(f"{r['factor']:>8g} {100 * r['snn_accuracy']:>7.1f}% {100 * r['silent_fraction']:>6.1f}% "
+              f"{r['spikes_per_sample']:>14.0f} {r['synops_per_sample']:>14.0f}{mark}")
+    print(f"CNN accuracy (one decision per recording): {100 * rec['cnn_accuracy']:.1f}%")
+    print(f"recommended factor: {rec['recommended_factor']:g} ({100 * rec['recommended_accuracy']:.1f}%, "
+          f"within {rec['tolerance_pp']:g} pp of the best, {100 * rec['best_accuracy']:.1f}% at {rec['best_factor']:g})")
+
+
+def cmd_report(a) -> None:
+    from spikescale.report import run_report
+
+    for path in run_report(a.results_dir, a.out_dir):
+        print(path)
+
+
+def cmd_schema(a) -> None:
+    text = json.dumps(P.json_schema(), indent=2, sort_keys=True) + "\n"
+    if a.out:
+        with atomic_path(a.out) as tmp:
+            tmp.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_check(a) -> None:
+    p = _params(a.params)
+    print(f"{a.params}: valid (params hash {P.params_hash(p)})")
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: cuda was asked for, but torch sees no CUDA GPU here; set device: cpu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="spikescale", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def stage(name, fn, *args, threads=False, help=None):
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("--params", default="params.yaml", help="params.yaml path or JSON of sections")
+        for flag, kw in args:
+            sp.add_argument(flag, **kw)
+        if threads:
+            sp.add_argument("--threads", type=int, default=int(os.environ.get("SPIKESCALE_THREADS", 1)))
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    req = {"required": True}
+    stage("events", cmd_events, ("--out-dir", req), help="build the event stores of both splits")
+    stage("frames", cmd_frames, ("--events-dir", req), ("--out-dir", req), help="bin training frames")
+    stage("train", cmd_train, ("--frames-dir", req), ("--events", req), ("--out", req), ("--report", req),
+          threads=True, help="train the CNN")
+    stage("normalise", cmd_normalise, ("--cnn", req), ("--frames", req), ("--out", req), ("--table", req),
+          threads=True, help="normalise the CNN's activations")
+    stage("convert", cmd_convert, ("--cnn", req), ("--out", req), ("--summary", req), help="convert to a sinabs SNN")
+    stage("evaluate", cmd_evaluate, ("--snn", req), ("--events", req), ("--factor", {"type": float, **req}),
+          ("--out-prefix", req), threads=True, help="evaluate the SNN at one scale factor")
+    stage("collect", cmd_collect, ("--factor-dir", req), ("--training", req), ("--snn", req), ("--events", req),
+          ("--out-dir", req), help="collect the factor results")
+    stage("report", cmd_report, ("--results-dir", req), ("--out-dir", req), help="plot the results")
+    stage("check", cmd_check, help="validate the parameters")
+    sp = sub.add_parser("schema", help="write the JSON schema of params.yaml")
+    sp.add_argument("--out")
+    sp.set_defaults(fn=cmd_schema)
+    sp = sub.add_parser("summary", help="print the sweep table and the recommendation")
+    sp.add_argument("results_dir")
+    sp.set_defaults(fn=lambda a: print_summary(a.results_dir))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (P.ParamsError, FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"spikescale {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The `evaluate` stage: the converted SNN, first layer scaled by one factor, on test events.
+
+The test recordings are read in batches, binned on a fixed grid of ``time_bin_us`` steps
+from t=0 and simulated. A sample with no output spike has no prediction and counts as
+wrong (``argmax`` of zeros would say class 0). Beside the accuracy it measures, per layer,
+the spikes, silent and saturated neurons, synaptic operations (spikes times each neuron's
+exact fan-out) and how well spike counts follow the CNN activations they stand for; and the
+decision read out at points through the recording.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import torch
+from sinabs.layers import StatefulLayer
+from torch import nn
+from tqdm import tqdm
+
+from spikescale.binning import raster
+from spikescale.events import iter_batches, read_metadata
+from spikescale.model import Architecture, weighted_layers
+from spikescale.params import EvaluationParams
+from spikescale.simulate import simulate
+
+
+def layer_names(model: nn.Sequential) -> list[str]:
+    """Readable names of the weighted layers: conv1, conv2, ..., fc1."""
+    names, counts = [], {"conv": 0, "fc": 0}
+    for _, layer in weighted_layers(model):
+        kind = "conv" if isinstance(layer, nn.Conv2d) else "fc"
+        counts[kind] += 1
+        names.append(f"{kind}{counts[kind]}")
+    return names
+
+
+def segments(model: nn.Sequential) -> list[nn.Sequential]:
+    """The linear part feeding each spiking layer: [pool/flatten...] + weighted layer."""
+    out, current = [], []
+    for layer in model:
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            out.append(nn.Sequential(*current, layer))
+            current = []
+        elif not isinstance(layer, (StatefulLayer, nn.ReLU)):
+            current.append(layer)
+    return out
+
+
+def fan_out(segment: nn.Sequential, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Synapses each input neuron of ``segment`` reaches: one op per spike and target."""
+    probe = copy.deepcopy(segment).double()
+    area = 1.0
+    for layer in probe:
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            with torch.no_grad():
+                layer.weight.copy_((layer.weight != 0).double())
+                if layer.bias is not None:
+                    layer.bias.zero_()
+        elif isinstance(layer, nn.AvgPool2d):
+            k = layer.kernel_size
+            area *= k * k if isinstance(k, int) else math.prod(k)
+    x = torch.ones((1, *input_shape), dtype=torch.float64, requires_grad=True)
+    probe(x).sum().backward()
+    return (x.grad[0] * area).round().numpy()
+
+
+def macs(segment: nn.Sequential, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of the segment's weighted layer for one frame."""
+    with torch.no_grad():
+        x = torch.zeros((1, *input_shape))
+        for layer in segment[:-1]:
+            x = layer(x)
+        layer = segment[-1]
+        out = layer(x)
+    if isinstance(layer, nn.Linear):
+        return layer.in_features * layer.out_features
+    k = layer.kernel_size[0] * layer.kernel_size[1]
+    return int(out[0].numel() * (layer.in_channels // layer.groups) * k)
+
+
+def checkpoints(steps: int, points: int) -> np.ndarray:
+    """Time-step indices, evenly spread, the last one at the end of the recording."""
+    return np.unique(np.round(np.linspace(steps / points, steps, points)).astype(np.int64)) - 1
+
+
+@dataclass
+class Totals:
+    """What the batches add up to."""
+
+    labels: list[np.ndarray] = field(default_factory=list)
+    output: list[np.ndarray] = field(default_factory=list)
+    layer_spikes: list[np.ndarray] = field(default_factory=list)  # (B, layers)
+    silent: list[np.ndarray] = field(default_factory=list)  # (B, layers) fraction
+    saturated: list[np.ndarray] = field(default_factory=list)
+    synops: list[np.ndarray] = field(default_factory=list)  # (B, layers) into each layer
+    input_events: list[np.ndarray] = field(default_factory=list)
+    over_time: list[np.ndarray] = field(default_factory=list)  # (B, points, classes)
+    corr_sums: np.ndarray | None = None  # per layer: n, sx, sy, sxx, syy, sxy
+    dropped: int = 0
+
+
+def predictions(counts: np.ndarray) -> np.ndarray:
+    """argmax of the output counts, -1 where a sample has no output spike."""
+    pred = counts.argmax(-1)
+    return np.where(counts.sum(-1) > 0, pred, -1)
+
+
+@torch.no_grad()
+def cnn_expectation(cnn: nn.Sequential, mean_input: torch.Tensor, steps: int) -> list[np.ndarray]:
+    """Spike counts that rate coding predicts: steps x the scaled CNN's activation on the mean input."""
+    out, x = [], mean_input
+    layers = list(cnn)
+    for i, layer in enumerate(layers):
+        x = layer(x)
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if isinstance(layer, nn.ReLU) or (isinstance(layer, nn.Linear) and nxt is None):
+            out.append((torch.clamp(x, min=0) * steps).cpu().numpy())
+    return out
+
+
+def evaluate_factor(
+    snn: nn.Sequential,
+    cnn: nn.Sequential,
+    arch: Architecture,
+    events_path,
+    p: EvaluationParams,
+    factor: float,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, pa.Table]:
+    """Evaluate an SNN (first layer already scaled by ``factor``) and its scaled CNN twin.
+
+    Returns the tables ``summary`` (one row), ``layers`` (one row per layer), ``samples``
+    (one row per test sample) and ``timecourse`` (one row per read-out point).
+    """
+    meta = read_metadata(events_path)
+    total = len(meta["labels"]) if p.max_samples is None else min(p.max_samples, len(meta["labels"]))
+    steps = max(1, math.ceil(meta["duration_us"] / p.time_bin_us))
+    points = checkpoints(steps, p.timecourse_points)
+    segs = segments(snn)
+    names = layer_names(snn)
+    shapes = [arch.input_shape]
+    with torch.no_grad():
+        x = torch.zeros((1, *arch.input_shape))
+        for seg in segs:
+            x = seg(x)
+            shapes.append(tuple(x.shape[1:]))
+    fan = [fan_out(seg, shape) for seg, shape in zip(segs, shapes[:-1])]
+    neurons = [int(np.prod(s)) for s in shapes[1:]]
+    snn, cnn = snn.to(device), cnn.to(device)
+    t = Totals(corr_sums=np.zeros((len(segs), 6)))
+    bar = tqdm(total=total, desc=f"factor {factor}", disable=None if progress else True, leave=False)
+    for _, batch in iter_batches(events_path, p.batch_size):
+        if sum(len(a) for a in t.labels) >= total:
+            break
+        keep = min(len(batch), total - sum(len(a) for a in t.labels))
+        if keep < len(batch):
+            batch = batch.subset(np.arange(keep))
+        grid, dropped = raster(batch, p.time_bin_us, steps)
+        t.dropped += dropped
+        x = torch.from_numpy(grid).to(device)
+        result = simulate(snn, x, points, backend=p.backend)
+        expected = cnn_expectation(cnn, x.mean(1), steps)
+        inputs = grid.sum(1).reshape(len(batch), -1)
+        spikes_in = [inputs] + [c.reshape(len(batch), -1) for c in result.layer_counts[:-1]]
+        t.synops.append(np.stack([s @ f.ravel() for s, f in zip(spikes_in, fan)], 1))
+        counts = [c.reshape(len(batch), -1) for c in result.layer_counts]
+        t.layer_spikes.append(np.stack([c.sum(1) for c in counts], 1))
+        t.silent.append(np.stack([(c == 0).mean(1) for c in counts], 1))
+        t.saturated.append(np.stack([(c >= steps).mean(1) for c in counts], 1))
+        for i, (c, e) in enumerate(zip(counts, expected)):
+            a, b = e.reshape(len(batch), -1).astype(np.float64).ravel(), c.astype(np.float64).ravel()
+            t.corr_sums[i] += [len(a), a.sum(), b.sum(), (a * a).sum(), (b * b).sum(), (a * b).sum()]
+        t.labels.append(batch.labels)
+        t.output.append(result.output_counts)
+        t.input_events.append(np.diff(batch.offsets))
+        t.over_time.append(result.output_over_time)
+        bar.update(len(batch))
+    bar.close()
+    return _tables(t, factor, names, neurons, fan, shapes, segs, points, steps, p)
+
+
+def _correlation(s: np.ndarray) -> float | None:
+    n, sx, sy, sxx, syy, sxy = s
+    vx, vy = n * sxx - sx * sx, n * syy - sy * sy
+    if n < 2 or vx <= 0 or vy <= 0:
+        return None
+    return float((n * sxy - sx * sy) / math.sqrt(vx * vy))
+
+
+def _tables(t: Totals, factor, names, neurons, fan, shapes, segs, points, steps, p) -> dict[str, pa.Table]:
+    labels = np.concatenate(t.labels)
+    output = np.concatenate(t.output)
+    pred = predictions(output)
+    layer_spikes = np.concatenate(t.layer_spikes)
+    synops = np.concatenate(t.synops)
+    n = len(labels)
+    duration_s = steps * p.time_bin_us * 1e-6
+    summary = {
+        "factor": [float(factor)],
+        "samples": [n],
+        "snn_accuracy": [float((pred == labels).mean())],
+        "silent_fraction": [float((pred < 0).mean())],
+        "spikes_per_sample": [float(layer_spikes.sum(1).mean())],
+        "output_spikes_per_sample": [float(output.sum(1).mean())],
+        "synops_per_sample": [float(synops.sum(1).mean())],
+        "input_events_per_sample": [float(np.concatenate(t.input_events).mean())],
+        "dropped_events": [int(t.dropped)],
+        "time_bin_us": [int(p.time_bin_us)],
+        "steps": [int(steps)],
+    }
+    layers = {
+        "factor": [float(factor)] * len(names),
+        "layer": names,
+        "position": list(range(len(names))),
+        "neurons": neurons,
+        "spikes_per_sample": layer_spikes.mean(0).tolist(),
+        "firing_rate_hz": (layer_spikes.mean(0) / np.array(neurons) / duration_s).tolist(),
+        "silent_neuron_fraction": np.concatenate(t.silent).mean(0).tolist(),
+        "saturated_neuron_fraction": np.concatenate(t.saturated).mean(0).tolist(),
+        "synops_per_sample": synops.mean(0).tolist(),
+        "cnn_macs_per_sample": [macs(seg, shape) for seg, shape in zip(segs, shapes[:-1])],
+        "activation_spike_correlation": [_correlation(s) for s in t.corr_sums],
+    }
+    samples = {
+        "factor": [float(factor)] * n,
+        "sample": np.arange(n, dtype=np.int64),
+        "label": labels.astype(np.int64),
+        "prediction": pa.array(pred, mask=pred < 0, type=pa.int64()),
+        "output_spikes": output.sum(1).astype(np.int64),
+        "total_spikes": layer_spikes.sum(1).astype(np.int64),
+        "input_events": np.concatenate(t.input_events).astype(np.int64),
+    }
+    over_time = np.concatenate(t.over_time)  # (n, points, classes)
+    pred_t = predictions(over_time)
+    timecourse = {
+        "factor": [float(factor)] * len(points),
+        "time_ms": ((points + 1) * p.time_bin_us / 1000.0).tolist(),
+        "snn_accuracy": (pred_t == labels[:, None]).mean(0).tolist(),
+        "silent_fraction": (pred_t < 0).mean(0).tolist(),
+        "output_spikes_per_sample": over_time.sum(2).mean(0).tolist(),
+    }
+    return {
+        "summary": pa.table(summary),
+        "layers": pa.table(layers),
+        "samples": pa.table(samples),
+        "timecourse": pa.table(timecourse),
+    }

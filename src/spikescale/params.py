@@ -1,0 +1,201 @@
+"""The typed parameter model: the one way parameters reach the code.
+
+``params.yaml`` is validated by :class:`Params`; the JSON schema that the Snakefile checks
+the config against is generated from it (``spikescale schema``). Every stage receives the
+resolved values (Snakemake passes the sections a rule uses as JSON; DVC lets the stage read
+``params.yaml``, which ``dvc exp run -S`` has already changed), so overrides reach the
+computation in both tools.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# int | float keeps a factor as written (2 stays 2, 2.0 stays 2.0), so its label in file
+# names is the same in Snakemake and in DVC's ${item.factor}.
+Factor = Annotated[int | float, Field(gt=0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DigitsParams(Section):
+    """The built-in dataset: scikit-learn's digits seen by a simulated event camera."""
+
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="fraction of samples in the test split")
+    duration_us: int = Field(300_000, gt=0, description="recording length in microseconds")
+    saccades: int = Field(3, ge=1, description="straight eye movements per recording")
+    saccade_px: float = Field(2.0, gt=0, description="amplitude of a saccade in sensor pixels")
+    steps_per_saccade: int = Field(100, ge=1, description="camera samples per saccade")
+    threshold: float = Field(0.15, gt=0, description="log-intensity change that fires an event")
+    noise_hz: float = Field(0.0, ge=0, description="background events per pixel per second")
+
+
+class DatasetParams(Section):
+    name: Literal["digits", "nmnist", "dvsgesture", "pokerdvs"] = Field(
+        "digits", description="built-in 'digits' or a tonic dataset"
+    )
+    root: str = Field("data/raw", description="folder holding (or receiving) tonic datasets")
+    download: bool = Field(False, description="let tonic download a missing dataset into root")
+    on_bad_sample: Literal["error", "skip"] = Field(
+        "error", description="a corrupt/empty/out-of-sensor recording stops the run, or is skipped and counted"
+    )
+    max_samples_per_class: int | None = Field(None, ge=1, description="cap per class and split (quick runs)")
+    seed: int = Field(0, description="seed of the dataset generator and split")
+    digits: DigitsParams = DigitsParams()
+
+
+class FramesParams(Section):
+    """How training frames are binned (tonic ToFrame's modes)."""
+
+    mode: Literal["n_time_bins", "time_window", "event_count", "n_event_bins"] = "n_time_bins"
+    n_time_bins: int = Field(10, ge=1)
+    time_window_us: int = Field(30_000, gt=0)
+    event_count: int = Field(400, ge=1)
+    n_event_bins: int = Field(10, ge=1)
+    overlap: float = Field(0.0, ge=0, description="overlap of consecutive bins, in the mode's unit")
+    include_incomplete: bool = Field(False, description="time_window/event_count: keep the last, partial bin")
+    bins_as_examples: bool = Field(
+        True, description="each bin is a training example (true) or the bins of a sample are summed (false)"
+    )
+
+
+class TrainingParams(Section):
+    seed: int = 0
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    channels: list[int] = Field([8, 16, 32], min_length=1, description="output channels of the conv blocks")
+    kernel_size: int = Field(3, ge=1)
+    bias: bool = Field(False, description="biases in conv and linear layers")
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+
+    @field_validator("channels")
+    @classmethod
+    def _positive_channels(cls, v: list[int]) -> list[int]:
+        if any(c < 1 for c in v):
+            raise ValueError(f"every channel count must be >= 1, got {v}")
+        return v
+
+
+class NormalisationParams(Section):
+    percentile: float = Field(99.9, gt=0, le=100, description="percentile of activations mapped to 1")
+    ignore_zeros: bool = Field(False, description="percentile over non-zero activations (SNN Toolbox) or all (sinabs)")
+    samples: int = Field(500, ge=1, description="training frames used for normalisation")
+    batch_size: int = Field(256, ge=1)
+
+
+class ConversionParams(Section):
+    spike_fn: Literal["multi", "single"] = Field("multi", description="sinabs MultiSpike or SingleSpike")
+    reset: Literal["subtract", "zero"] = Field("subtract", description="MembraneSubtract or MembraneReset")
+    threshold: float = Field(1.0, gt=0)
+    min_v_mem: float | None = Field(-1.0, lt=0, description="lower bound of the membrane; null for none")
+
+
+class EvaluationParams(Section):
+    time_bin_us: int = Field(1000, gt=0, description="simulation time step in microseconds")
+    batch_size: int = Field(64, ge=1)
+    backend: Literal["sinabs"] = "sinabs"
+    max_samples: int | None = Field(None, ge=1, description="evaluate only the first N test samples")
+    timecourse_points: int = Field(15, ge=2, le=100, description="read-outs through the recording")
+
+
+class ScaleParams(Section):
+    factors: list[Factor] = Field(
+        [1, 2, 4, 8, 16, 32, 64], min_length=1, description="first-layer weight scale factors, > 0"
+    )
+    refine_rounds: int = Field(0, ge=0)
+
+    @field_validator("factors")
+    @classmethod
+    def _unique(cls, v: list[float]) -> list[float]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"factors must be unique, got {v}")
+        return v
+
+
+class RecommendParams(Section):
+    tolerance_pp: float = Field(1.0, ge=0, description="accept factors this many percentage points below the best")
+
+
+class Params(Section):
+    device: Literal["cpu", "cuda"] = Field("cpu", description="torch device for training and evaluation")
+    dataset: DatasetParams = DatasetParams()
+    frames: FramesParams = FramesParams()
+    training: TrainingParams = TrainingParams()
+    normalisation: NormalisationParams = NormalisationParams()
+    conversion: ConversionParams = ConversionParams()
+    evaluation: EvaluationParams = EvaluationParams()
+    scale: ScaleParams = ScaleParams()
+    recommend: RecommendParams = RecommendParams()
+
+    @model_validator(mode="after")
+    def _frames_fit(self) -> Params:
+        f = self.frames
+        window = {"time_window": f.time_window_us, "event_count": f.event_count}.get(f.mode)
+        if window is not None and f.overlap >= window:
+            raise ValueError(f"frames.overlap ({f.overlap}) must be smaller than the window ({window})")
+        if f.mode in ("n_time_bins", "n_event_bins") and f.overlap >= 1:
+            raise ValueError(f"frames.overlap is a fraction in mode {f.mode}: expected [0, 1), got {f.overlap}")
+        return self
+
+
+class ParamsError(ValueError):
+    """Parameters that do not validate; the message names each key and what was expected."""
+
+
+def _explain(err: ValidationError, source: str) -> ParamsError:
+    lines = [f"invalid parameters in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        got = e.get("input")
+        lines.append(f"  {key or '(top level)'}: {e['msg']} (got {got!r})")
+    return ParamsError("\n".join(lines))
+
+
+def validate(raw: dict, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as err:
+        raise _explain(err, source) from None
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"parameter file {path} does not exist")
+    return validate(yaml.safe_load(path.read_text()), str(path))
+
+
+def from_json(text: str) -> Params:
+    """Parameters as a rule hands them over: a JSON object of (some) sections."""
+    return validate(json.loads(text), "the rule's params")
+
+
+def canonical(params: Params) -> dict:
+    return params.model_dump(mode="json")
+
+
+def params_hash(params: Params) -> str:
+    blob = json.dumps(canonical(params), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def factor_label(factor: int | float) -> str:
+    """A factor as it appears in file names, exactly as DVC renders ``${item.factor}``."""
+    return str(factor)
+
+
+def json_schema() -> dict:
+    schema = Params.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "spikescale params.yaml"
+    return schema

@@ -1,0 +1,133 @@
+"""The `report` stage: plots of the sweep (PNG) and CSV exports for ``dvc plots``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.csv as pacsv  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from spikescale.io import atomic_path  # noqa: E402
+
+PNG_METADATA = {"Software": None}  # no version string: same figure, same bytes
+_PLAIN = {pa.float64(), pa.int64(), pa.bool_()}  # columns that dvc plots can read from CSV
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, metadata=PNG_METADATA)
+    plt.close(fig)
+
+
+def plot_accuracy(sweep, path: Path) -> None:
+    f = sweep["factor"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(f, 100 * sweep["snn_accuracy"], "o-", color="C0", label="SNN accuracy")
+    ax.plot(f, 100 * sweep["silent_fraction"], "x:", color="C0", alpha=0.6, label="silent samples")
+    ax.axhline(100 * sweep["cnn_accuracy"][0], color="k", ls="--", lw=1, label="CNN accuracy")
+    rec = f[sweep["recommended"]]
+    for r in rec:
+        ax.axvline(r, color="C2", lw=1, label=f"recommended ({r:g})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("first-layer scale factor")
+    ax.set_ylabel("% of test samples")
+    ax.set_ylim(-2, 102)
+    right = ax.twinx()
+    right.plot(f, sweep["spikes_per_sample"], "s-", color="C1", label="spikes per sample")
+    right.plot(f, sweep["synops_per_sample"], "d-", color="C3", label="synaptic ops per sample")
+    right.set_yscale("log")
+    right.set_ylabel("per sample")
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=8, loc="center right")
+    ax.set_title("Accuracy and activity against the scale factor")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_pareto(sweep, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    syn, acc, front = sweep["synops_per_sample"], 100 * sweep["snn_accuracy"], sweep["pareto"]
+    ax.scatter(syn, acc, c=["C3" if p else "0.6" for p in front], zorder=3)
+    order = np.argsort(syn[front])
+    ax.plot(syn[front][order], acc[front][order], "-", color="C3", label="Pareto front")
+    for s, a, f in zip(syn, acc, sweep["factor"]):
+        ax.annotate(f"{f:g}", (s, a), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("symlog")
+    ax.set_xlabel("synaptic operations per sample")
+    ax.set_ylabel("SNN accuracy (%)")
+    ax.legend(fontsize=8)
+    ax.set_title("Accuracy against cost (labels: scale factor)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_layer_rates(layers, path: Path) -> None:
+    factors = np.unique(layers["factor"])
+    names = list(dict.fromkeys(layers["layer"][np.argsort(layers["position"], kind="stable")]))
+    grid = np.full((len(factors), len(names)), np.nan)
+    for f, name, rate in zip(layers["factor"], layers["layer"], layers["firing_rate_hz"]):
+        grid[np.searchsorted(factors, f), names.index(name)] = rate
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.5, 0.45 * len(factors) + 1.8))
+    im = ax.imshow(np.log10(grid + 1e-3), aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(factors)), [f"{f:g}" for f in factors])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("scale factor")
+    for i in range(len(factors)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{grid[i, j]:.2g}", ha="center", va="center", fontsize=7, color="w")
+    fig.colorbar(im, label="log10 firing rate per neuron (Hz)")
+    ax.set_title("Mean firing rate per neuron")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_timecourse(timecourse, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    factors = np.unique(timecourse["factor"])
+    cmap = plt.get_cmap("viridis")
+    for i, f in enumerate(factors):
+        sel = timecourse["factor"] == f
+        ax.plot(timecourse["time_ms"][sel], 100 * timecourse["snn_accuracy"][sel], "-",
+                color=cmap(i / max(1, len(factors) - 1)), label=f"{f:g}")
+    ax.set_xlabel("time into the recording (ms)")
+    ax.set_ylabel("SNN accuracy so far (%)")
+    ax.legend(title="factor", fontsize=7, ncol=2)
+    ax.set_title("Accuracy over time: the latency a factor buys")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _columns(path: Path) -> dict[str, np.ndarray]:
+    table = pq.read_table(path)
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+def run_report(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    sweep = _columns(results_dir / "sweep.parquet")
+    layers = _columns(results_dir / "layers.parquet")
+    timecourse = _columns(results_dir / "timecourse.parquet")
+    written = []
+    for name, fn, data in (
+        ("accuracy", plot_accuracy, sweep),
+        ("pareto", plot_pareto, sweep),
+        ("layer_rates", plot_layer_rates, layers),
+        ("timecourse", plot_timecourse, timecourse),
+    ):
+        fn(data, out_dir / f"{name}.png")
+        written.append(out_dir / f"{name}.png")
+    for name in ("sweep", "timecourse"):
+        table = pq.read_table(results_dir / f"{name}.parquet")
+        keep = [c for c in table.column_names if table.schema.field(c).type in _PLAIN]
+        with atomic_path(out_dir / f"{name}.csv") as tmp:
+            pacsv.write_csv(table.select(keep), tmp)
+        written.append(out_dir / f"{name}.csv")
+    return written
+

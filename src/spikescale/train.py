@@ -1,0 +1,105 @@
+"""The `train` stage: a small CNN on binned event frames, deterministic for a seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from spikescale.model import Architecture, build_cnn
+from spikescale.params import TrainingParams
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frames.astype(np.float32))
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, frames: np.ndarray, batch_size: int, device: str) -> np.ndarray:
+    model.eval()
+    out = []
+    for start in range(0, len(frames), batch_size):
+        batch = to_tensor(frames[start : start + batch_size]).to(device)
+        out.append(model(batch).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def sample_accuracy(logits: np.ndarray, sample_index: np.ndarray, labels: np.ndarray) -> float:
+    """One decision per recording: the mean of its frames' logits."""
+    summed = np.zeros((len(labels), logits.shape[1]), dtype=np.float64)
+    np.add.at(summed, sample_index, logits)
+    counts = np.bincount(sample_index, minlength=len(labels))
+    have = counts > 0
+    correct = summed[have].argmax(1) == labels[have]
+    return float(correct.sum() / len(labels))
+
+
+def split_by_sample(sample_index: np.ndarray, n_samples: int, fraction: float, seed: int):
+    """Frame masks (train, validation) that keep all frames of a recording together."""
+    rng = np.random.default_rng(seed)
+    held = rng.permutation(n_samples)[: int(round(fraction * n_samples))]
+    is_val = np.isin(sample_index, held)
+    return ~is_val, is_val
+
+
+def train_cnn(
+    train: dict[str, np.ndarray],
+    test: dict[str, np.ndarray],
+    p: TrainingParams,
+    classes: int,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[nn.Sequential, Architecture, dict]:
+    """Train on ``train`` frames; return the model, its architecture and a report."""
+    seed_everything(p.seed)
+    frames, sample_index, labels = train["frames"], train["sample_index"], train["labels"]
+    _, c, h, w = frames.shape
+    arch = Architecture(c, h, w, classes, tuple(p.channels), p.kernel_size, p.bias)
+    model = build_cnn(arch).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    fit, val = split_by_sample(sample_index, len(labels), p.validation_fraction, p.seed)
+    fit_idx = np.flatnonzero(fit)
+    frame_labels = labels[sample_index]
+    generator = torch.Generator().manual_seed(p.seed)
+    history = []
+    for epoch in range(1, p.epochs + 1):
+        model.train()
+        order = fit_idx[torch.randperm(len(fit_idx), generator=generator).numpy()]
+        total_loss, correct = 0.0, 0
+        batches = range(0, len(order), p.batch_size)
+        for start in tqdm(batches, desc=f"epoch {epoch}/{p.epochs}", disable=None if progress else True, leave=False):
+            idx = order[start : start + p.batch_size]
+            x = to_tensor(frames[idx]).to(device)
+            y = torch.from_numpy(frame_labels[idx]).to(device)
+            optimiser.zero_grad()
+            out = model(x)
+            loss = loss_fn(out, y)
+            loss.backward()
+            optimiser.step()
+            total_loss += loss.item() * len(idx)
+            correct += int((out.argmax(1) == y).sum())
+        row = {"epoch": epoch, "loss": total_loss / len(order), "train_frame_accuracy": correct / len(order)}
+        if val.any():
+            logits = predict_logits(model, frames[val], 512, device)
+            row["val_frame_accuracy"] = float((logits.argmax(1) == frame_labels[val]).mean())
+        history.append(row)
+        if progress:
+            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    logits = predict_logits(model, test["frames"], 512, device)
+    test_frame_labels = test["labels"][test["sample_index"]]
+    report = {
+        "history": history,
+        "cnn_test_frame_accuracy": float((logits.argmax(1) == test_frame_labels).mean()),
+        "cnn_test_accuracy": sample_accuracy(logits, test["sample_index"], test["labels"]),
+        "test_samples": int(len(test["labels"])),
+        "train_frames": int(len(fit_idx)),
+    }
+    return model.cpu().eval(), arch, report

@@ -1,0 +1,148 @@
+"""The whole chain through the real Snakemake and the real DVC, on a reduced config."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import BIN, ROOT, make_project, run, snakemake
+
+pytestmark = pytest.mark.integration
+
+COLLECTED = ("sweep", "layers", "timecourse", "samples")
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a Snakemake dry run."""
+    counts = {}
+    table = dry_run_output.split("Job stats:")[-1] if "Job stats:" in dry_run_output else ""
+    for line in table.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def test_snakemake_writes_every_result(snakemake_project):
+    results = snakemake_project / "results/digits"
+    sweep = pq.read_table(results / "sweep.parquet").to_pylist()
+    assert [r["factor"] for r in sweep] == [4.0, 16.0]
+    for row in sweep:
+        assert 0 <= row["snn_accuracy"] <= 1
+        assert row["dataset"] == "digits" and len(row["dataset_fingerprint"]) == 16
+        assert row["samples"] == 50
+    rec = json.loads((results / "recommendation.json").read_text())
+    assert rec["recommended_factor"] in (4.0, 16.0)
+    for name in ("accuracy", "pareto", "layer_rates", "timecourse"):
+        assert (results / "plots" / f"{name}.png").stat().st_size > 1000
+    logs = snakemake_project / "logs/digits/evaluate"
+    assert {p.name for p in logs.glob("*.log")} == {"factor_4.log", "factor_16.log"}
+
+
+def test_snakemake_and_dvc_results_are_byte_identical(snakemake_project, dvc_project):
+    for name in COLLECTED:
+        a = (snakemake_project / f"results/digits/{name}.parquet").read_bytes()
+        b = (dvc_project / f"results/digits/{name}.parquet").read_bytes()
+        assert a == b, f"{name}.parquet differs between snakemake and dvc repro"
+
+
+def test_second_snakemake_run_has_nothing_to_do(snakemake_project):
+    out = snakemake(snakemake_project, "-n").stdout
+    assert "Nothing to be done" in out, out
+
+
+def test_changing_factors_reruns_only_evaluate_collect_report(snakemake_project):
+    out = snakemake(snakemake_project, "-n", "--config", "scale={factors: [4, 16, 32]}").stdout
+    assert job_counts(out) == {"evaluate": 1, "collect": 1, "report": 1, "all": 1}, out
+
+
+def test_changing_epochs_reruns_from_train_on(snakemake_project):
+    out = snakemake(snakemake_project, "-n", "--config", "training={epochs: 2}").stdout
+    assert job_counts(out) == {
+        "train": 1, "normalise": 1, "convert": 1, "evaluate": 2, "collect": 1, "report": 1, "all": 1
+    }, out
+
+
+def test_config_override_reaches_the_stage(tmp_path):
+    project = make_project(tmp_path)
+    snakemake(project, "--config", "scale={factors: [8]}", "--until", "collect")
+    sweep = pq.read_table(project / "results/digits/sweep.parquet")
+    assert sweep.column("factor").to_pylist() == [8.0]
+
+
+def test_dvc_is_clean_after_repro_and_tracks_params(dvc_project):
+    dvc = str(BIN / "dvc")
+    assert "up to date" in run([dvc, "status"], dvc_project).stdout
+    params = dvc_project / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("epochs: 1", "epochs: 2"))
+        status = run([dvc, "status", "--json"], dvc_project).stdout
+        assert set(json.loads(status)) == {"train"}, status
+    finally:
+        params.write_text(original)
+
+
+def test_dvc_repro_after_new_factor_runs_only_evaluate_collect_report(tmp_path):
+    from conftest import init_dvc
+
+    project = make_project(tmp_path)
+    init_dvc(project)
+    dvc = str(BIN / "dvc")
+    run([dvc, "repro", "-q"], project)
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("- 16\n", "- 16\n  - 32\n"))
+    out = run([dvc, "repro"], project).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == {"evaluate@2", "collect", "report"}, out
+    sweep = pq.read_table(project / "results/digits/sweep.parquet")
+    assert sweep.column("factor").to_pylist() == [4.0, 16.0, 32.0]
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("dataset={name: mnist}", "dataset.name"),
+        ("scale={factors: [0, 2]}", "scale.factors.0"),
+        ("scale={factors: []}", "scale.factors"),
+        ("evaluation={time_bin_us: -5}", "evaluation.time_bin_us"),
+        ("normalisation={percentile: 100.5}", "normalisation.percentile"),
+        ("normalisation={percentile: 0}", "normalisation.percentile"),
+    ],
+)
+def test_invalid_params_fail_before_any_job(tmp_path, override, key):
+    project = make_project(tmp_path)
+    proc = snakemake(project, "--config", override, check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert key in text, text
+    assert not (project / "data").exists() and not (project / "logs").exists()
+
+
+def test_snakemake_lint_is_clean():
+    proc = run([str(BIN / "snakemake"), "--lint"], ROOT, check=False)
+    assert proc.returncode == 0 and "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def _snakemake_edges(cwd) -> set[tuple[str, str]]:
+    dot = run([str(BIN / "snakemake"), "--rulegraph", "--cores", "1"], cwd).stdout
+    labels = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', dot, re.M))
+    edges = {(labels[a], labels[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M)}
+    return {e for e in edges if "all" not in e}
+
+
+def _dvc_edges(cwd) -> set[tuple[str, str]]:
+    dot = run([str(BIN / "dvc"), "dag", "--dot"], cwd).stdout
+    edges = re.findall(r'"([\w@.]+)" -> "([\w@.]+)"', dot)
+    return {(a.split("@")[0], b.split("@")[0]) for a, b in edges}
+
+
+def test_snakemake_and_dvc_dags_are_equal(tmp_path):
+    from conftest import init_dvc
+
+    project = make_project(tmp_path)
+    init_dvc(project)
+    assert _snakemake_edges(project) == _dvc_edges(project)

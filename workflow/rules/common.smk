@@ -1,0 +1,37 @@
+# Shared helpers. The config is validated by spikescale's typed params model first, so a
+# bad value fails here, before any job, with a message naming the key and what was expected.
+
+import json
+
+from snakemake.exceptions import WorkflowError
+
+from spikescale.params import ParamsError, canonical, factor_label, validate as validate_params
+
+try:
+    PARAMS = canonical(validate_params(config, "the Snakemake config (params.yaml and --config)"))
+except ParamsError as err:
+    raise WorkflowError(str(err)) from None
+
+DS = PARAMS["dataset"]["name"]
+EVENTS = f"data/{DS}/events"
+FRAMES = f"data/{DS}/frames"
+MODELS = f"models/{DS}"
+RESULTS = f"results/{DS}"
+FACTORS = [factor_label(f) for f in PARAMS["scale"]["factors"]]
+FACTOR_PARTS = ["", ".layers", ".samples", ".timecourse"]
+SWEEP = f"{RESULTS}/sweep.parquet"
+PLOTS = [f"{RESULTS}/plots/{name}.png" for name in ("accuracy", "pareto", "layer_rates", "timecourse")]
+GPU = 1 if PARAMS["device"] == "cuda" else 0
+
+
+def sections(*names):
+    """The resolved parameter sections a rule uses, as JSON for `spikescale --params`.
+
+    Passing values (not the params.yaml path) lets `--config` overrides reach the stage,
+    and Snakemake's params trigger reruns only the rules whose sections changed.
+    """
+    return json.dumps({n: PARAMS[n] for n in names}, sort_keys=True, separators=(",", ":"))
+
+
+wildcard_constraints:
+    factor=r"[0-9]+(\.[0-9]+)?",

@@ -1,0 +1,44 @@
+rule evaluate:
+    input:
+        snn=f"{MODELS}/snn.pt",
+        events=f"{EVENTS}/test.parquet",
+    output:
+        [f"{RESULTS}/scale/factor_{{factor}}{part}.parquet" for part in FACTOR_PARTS],
+    params:
+        p=sections("evaluation", "device"),
+        prefix=lambda wc: f"{RESULTS}/scale/factor_{wc.factor}",
+    threads: 1
+    resources:
+        gpu=GPU,
+    log:
+        f"logs/{DS}/evaluate/factor_{{factor}}.log",
+    benchmark:
+        f"logs/{DS}/evaluate/factor_{{factor}}.benchmark.tsv"
+    shell:
+        "spikescale evaluate --params {params.p:q} --snn {input.snn} --events {input.events}"
+        " --factor {wildcards.factor} --out-prefix {params.prefix} --threads {threads} > {log:q} 2>&1"
+
+
+rule collect:
+    input:
+        # the explicit list of this run's factors: a removed factor leaves no stale row
+        factors=expand(f"{RESULTS}/scale/factor_{{factor}}{{part}}.parquet", factor=FACTORS, part=FACTOR_PARTS),
+        training=f"{MODELS}/training.json",
+        snn=f"{MODELS}/snn.pt",
+        events=f"{EVENTS}/test.parquet",
+    output:
+        SWEEP,
+        f"{RESULTS}/layers.parquet",
+        f"{RESULTS}/timecourse.parquet",
+        f"{RESULTS}/samples.parquet",
+        f"{RESULTS}/recommendation.json",
+        f"{RESULTS}/metrics.json",
+    params:
+        p=sections(*PARAMS),
+        factor_dir=f"{RESULTS}/scale",
+        out=RESULTS,
+    log:
+        f"logs/{DS}/collect.log",
+    shell:
+        "spikescale collect --params {params.p:q} --factor-dir {params.factor_dir} --training {input.training}"
+        " --snn {input.snn} --events {input.events} --out-dir {params.out} > {log:q} 2>&1"

@@ -1,0 +1,53 @@
+rule train:
+    input:
+        f"{FRAMES}/train.npz",
+        f"{FRAMES}/test.npz",
+        events=f"{EVENTS}/test.parquet",
+    output:
+        model=f"{MODELS}/cnn.pt",
+        report=f"{MODELS}/training.json",
+    params:
+        p=sections("training", "device"),
+        frames=FRAMES,
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        f"logs/{DS}/train.log",
+    benchmark:
+        f"logs/{DS}/train.benchmark.tsv"
+    shell:
+        "spikescale train --params {params.p:q} --frames-dir {params.frames} --events {input.events}"
+        " --out {output.model} --report {output.report} --threads {threads} > {log:q} 2>&1"
+
+
+rule normalise:
+    input:
+        cnn=f"{MODELS}/cnn.pt",
+        frames=f"{FRAMES}/train.npz",
+    output:
+        model=f"{MODELS}/cnn_normalised.pt",
+        table=f"{MODELS}/normalisation.json",
+    params:
+        p=sections("normalisation"),
+    threads: 2
+    log:
+        f"logs/{DS}/normalise.log",
+    shell:
+        "spikescale normalise --params {params.p:q} --cnn {input.cnn} --frames {input.frames}"
+        " --out {output.model} --table {output.table} --threads {threads} > {log:q} 2>&1"
+
+
+rule convert:
+    input:
+        f"{MODELS}/cnn_normalised.pt",
+    output:
+        snn=f"{MODELS}/snn.pt",
+        summary=f"{MODELS}/snn_layers.json",
+    params:
+        p=sections("conversion"),
+    log:
+        f"logs/{DS}/convert.log",
+    shell:
+        "spikescale convert --params {params.p:q} --cnn {input} --out {output.snn}"
+        " --summary {output.summary} > {log:q} 2>&1"

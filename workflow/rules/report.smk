@@ -1,0 +1,18 @@
+rule report:
+    input:
+        SWEEP,
+        f"{RESULTS}/layers.parquet",
+        f"{RESULTS}/timecourse.parquet",
+    output:
+        report(PLOTS[0], caption="../report/accuracy.rst", category="Sweep"),
+        report(PLOTS[1], caption="../report/pareto.rst", category="Sweep"),
+        report(PLOTS[2], caption="../report/layer_rates.rst", category="Layers"),
+        report(PLOTS[3], caption="../report/timecourse.rst", category="Latency"),
+        f"{RESULTS}/plots/sweep.csv",
+        f"{RESULTS}/plots/timecourse.csv",
+    params:
+        results=RESULTS,
+    log:
+        f"logs/{DS}/report.log",
+    shell:
+        "spikescale report --results-dir {params.results} --out-dir {params.results}/plots > {log:q} 2>&1"
