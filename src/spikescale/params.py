@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 # int | float keeps a factor as written (2 stays 2, 2.0 stays 2.0), so its label in file
 # names is the same in Snakemake and in DVC's ${item.factor}.
-Factor = Annotated[int | float, Field(gt=0)]
+Factor = Annotated[int, Field(gt=0)] | Annotated[float, Field(gt=0)]
 
 
 class Section(BaseModel):
@@ -152,12 +152,21 @@ class ParamsError(ValueError):
     """Parameters that do not validate; the message names each key and what was expected."""
 
 
+_UNION_TAGS = {"int", "float", "str", "bool", "none", "list[int]"}
+
+
 def _explain(err: ValidationError, source: str) -> ParamsError:
-    lines = [f"invalid parameters in {source}:"]
+    """One line per offending key: the key, what was expected, what was given."""
+    found: dict[str, tuple[list[str], object]] = {}
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        got = e.get("input")
-        lines.append(f"  {key or '(top level)'}: {e['msg']} (got {got!r})")
+        # drop pydantic's union-branch tags ("constrained-int") from the key path
+        parts = [str(p) for p in e["loc"] if not (isinstance(p, str) and (p in _UNION_TAGS or "-" in p or "[" in p))]
+        key = ".".join(parts) or "(top level)"
+        messages, _ = found.setdefault(key, ([], e.get("input")))
+        if e["msg"] not in messages:
+            messages.append(e["msg"])
+    lines = [f"invalid parameters in {source}:"]
+    lines += [f"  {key}: {' or '.join(msgs)} (got {got!r})" for key, (msgs, got) in found.items()]
     return ParamsError("\n".join(lines))
 
 

@@ -2,6 +2,7 @@
 # bad value fails here, before any job, with a message naming the key and what was expected.
 
 import json
+import os
 
 from snakemake.exceptions import WorkflowError
 
@@ -11,6 +12,10 @@ try:
     PARAMS = canonical(validate_params(config, "the Snakemake config (params.yaml and --config)"))
 except ParamsError as err:
     raise WorkflowError(str(err)) from None
+
+# from here on the config holds the validated values (`--config` gives strings for numbers)
+config.clear()
+config.update(PARAMS)
 
 DS = PARAMS["dataset"]["name"]
 EVENTS = f"data/{DS}/events"

@@ -4,7 +4,9 @@ rule events:
         f"{EVENTS}/test.parquet",
     params:
         p=sections("dataset"),
-        out=EVENTS,
+        out=lambda w, output: os.path.dirname(output[0]),
+    conda:
+        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/events.log",
     benchmark:
@@ -22,8 +24,10 @@ rule frames:
         f"{FRAMES}/test.npz",
     params:
         p=sections("frames"),
-        events=EVENTS,
-        out=FRAMES,
+        events=lambda w, input: os.path.dirname(input[0]),
+        out=lambda w, output: os.path.dirname(output[0]),
+    conda:
+        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/frames.log",
     shell:

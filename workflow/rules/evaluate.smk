@@ -6,10 +6,12 @@ rule evaluate:
         [f"{RESULTS}/scale/factor_{{factor}}{part}.parquet" for part in FACTOR_PARTS],
     params:
         p=sections("evaluation", "device"),
-        prefix=lambda wc: f"{RESULTS}/scale/factor_{wc.factor}",
+        prefix=lambda w, output: output[0].removesuffix(".parquet"),
     threads: 1
     resources:
         gpu=GPU,
+    conda:
+        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/evaluate/factor_{{factor}}.log",
     benchmark:
@@ -35,8 +37,10 @@ rule collect:
         f"{RESULTS}/metrics.json",
     params:
         p=sections(*PARAMS),
-        factor_dir=f"{RESULTS}/scale",
-        out=RESULTS,
+        factor_dir=lambda w, input: os.path.dirname(input.factors[0]),
+        out=lambda w, output: os.path.dirname(output[0]),
+    conda:
+        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/collect.log",
     shell:

@@ -8,10 +8,12 @@ rule train:
         report=f"{MODELS}/training.json",
     params:
         p=sections("training", "device"),
-        frames=FRAMES,
+        frames=lambda w, input: os.path.dirname(input[0]),
     threads: 2
     resources:
         gpu=GPU,
+    conda:
+        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/train.log",
     benchmark:
@@ -31,6 +33,8 @@ rule normalise:
     params:
         p=sections("normalisation"),
     threads: 2
+    conda:
+        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/normalise.log",
     shell:
@@ -46,6 +50,8 @@ rule convert:
         summary=f"{MODELS}/snn_layers.json",
     params:
         p=sections("conversion"),
+    conda:
+        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/convert.log",
     shell:

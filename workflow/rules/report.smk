@@ -11,8 +11,11 @@ rule report:
         f"{RESULTS}/plots/sweep.csv",
         f"{RESULTS}/plots/timecourse.csv",
     params:
-        results=RESULTS,
+        results=lambda w, input: os.path.dirname(input[0]),
+        plots=lambda w, output: os.path.dirname(output[0]),
+    conda:
+        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/report.log",
     shell:
-        "spikescale report --results-dir {params.results} --out-dir {params.results}/plots > {log:q} 2>&1"
+        "spikescale report --results-dir {params.results} --out-dir {params.plots} > {log:q} 2>&1"
