@@ -39,9 +39,8 @@ def make_frames(eventset: EventSet, p: FramesParams) -> dict[str, np.ndarray]:
         frames, sample_index = summed, np.arange(len(eventset))
     if len(frames) == 0:
         raise ValueError(f"frames: binning with {binning_kwargs(p)} produced no frames")
-    dtype = np.int16 if frames.max(initial=0) <= np.iinfo(np.int16).max else np.int32
     return {
-        "frames": frames.astype(dtype),
+        "frames": frames,  # the smallest integer type that holds the counts exactly
         "sample_index": sample_index.astype(np.int64),
         "labels": eventset.labels,
         "dropped": np.int64(dropped),
