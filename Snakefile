@@ -25,4 +25,5 @@ rule all:
     input:
         SWEEP,
         PLOTS,
+        NIR,
     default_target: True

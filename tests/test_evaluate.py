@@ -51,3 +51,14 @@ def test_pareto_front():
     acc = np.array([0.1, 0.5, 0.5, 0.9, 0.8])
     cost = np.array([1.0, 2, 3, 4, 5])
     assert pareto_front(acc, cost).tolist() == [True, True, False, True, False]
+
+
+def test_refine_bisects_geometrically_towards_the_smallest_good_factor():
+    from spikescale.collect import refine_factors
+
+    truth = lambda f: 0.9 if f >= 3.0 else 0.2  # noqa: E731  accuracy jumps at factor 3
+    results = {1.0: 0.2, 2.0: 0.2, 4.0: 0.9, 8.0: 0.9}
+    tried = refine_factors(results, 3, 1.0, truth)
+    assert tried == [2.828, 3.363, 3.084]
+    assert min(f for f, a in results.items() if a >= 0.9) == 3.084
+    assert refine_factors({1.0: 0.9, 2.0: 0.9}, 3, 1.0, truth) == []  # nothing below the smallest

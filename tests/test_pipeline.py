@@ -55,15 +55,16 @@ def test_second_snakemake_run_has_nothing_to_do(snakemake_project):
     assert "Nothing to be done" in out, out
 
 
-def test_changing_factors_reruns_only_evaluate_collect_report(snakemake_project):
+def test_changing_factors_reruns_only_what_follows_evaluate(snakemake_project):
     out = snakemake(snakemake_project, "-n", "--config", "scale={factors: [4, 16, 32]}").stdout
-    assert job_counts(out) == {"evaluate": 1, "collect": 1, "report": 1, "all": 1}, out
+    assert job_counts(out) == {"evaluate": 1, "refine": 1, "collect": 1, "report": 1, "export": 1, "all": 1}, out
 
 
 def test_changing_epochs_reruns_from_train_on(snakemake_project):
     out = snakemake(snakemake_project, "-n", "--config", "training={epochs: 2}").stdout
     assert job_counts(out) == {
-        "train": 1, "normalise": 1, "convert": 1, "evaluate": 2, "collect": 1, "report": 1, "all": 1
+        "train": 1, "normalise": 1, "convert": 1, "evaluate": 2, "refine": 1, "collect": 1, "report": 1,
+        "export": 1, "all": 1,
     }, out
 
 
@@ -88,7 +89,7 @@ def test_dvc_is_clean_after_repro_and_tracks_params(dvc_project):
         params.write_text(original)
 
 
-def test_dvc_repro_after_new_factor_runs_only_evaluate_collect_report(tmp_path):
+def test_dvc_repro_after_new_factor_runs_only_what_follows_evaluate(tmp_path):
     from conftest import init_dvc
 
     project = make_project(tmp_path)
@@ -101,7 +102,7 @@ def test_dvc_repro_after_new_factor_runs_only_evaluate_collect_report(tmp_path):
     params.write_text(yaml.safe_dump(values, sort_keys=False))
     out = run([dvc, "repro"], project).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == {"evaluate@2", "collect", "report"}, out
+    assert ran == {"evaluate@32", "refine", "collect", "report", "export"}, out
     sweep = pq.read_table(project / "results/digits/sweep.parquet")
     assert sweep.column("factor").to_pylist() == [4.0, 16.0, 32.0]
 
@@ -150,3 +151,29 @@ def test_snakemake_and_dvc_dags_are_equal(tmp_path):
     project = make_project(tmp_path)
     init_dvc(project)
     assert _snakemake_edges(project) == _dvc_edges(project)
+
+
+def test_snakemake_report_holds_every_plot_with_its_caption(snakemake_project):
+    snakemake(snakemake_project, "--report", "report.html")
+    html = (snakemake_project / "report.html").read_text(errors="replace")
+    for name in ("accuracy.png", "pareto.png", "layer_rates.png", "timecourse.png"):
+        assert name in html
+    assert "Pareto front" in html and "latency a factor buys" in html
+
+
+def test_dvc_metrics_and_plots_read_the_results(dvc_project):
+    dvc = str(BIN / "dvc")
+    metrics = run([dvc, "metrics", "show", "--json"], dvc_project).stdout
+    assert "recommended_factor" in metrics and "cnn_test_accuracy" in metrics
+    out = run([dvc, "plots", "show", "--json"], dvc_project).stdout
+    assert "sweep.csv" in out and "timecourse.csv" in out
+
+
+def test_nir_export_reads_back(snakemake_project):
+    import nir
+
+    graph = nir.read(snakemake_project / "results/digits/snn_recommended.nir")
+    kinds = [type(n).__name__ for n in graph.nodes.values()]
+    assert kinds.count("IF") == 4 and kinds.count("Conv2d") == 3 and "Affine" in kinds
+    factor = json.loads((snakemake_project / "results/digits/recommendation.json").read_text())["recommended_factor"]
+    assert factor in (4.0, 16.0)

@@ -72,18 +72,17 @@ def cmd_train(a) -> None:
 
 def cmd_normalise(a) -> None:
     import numpy as np
-    import torch
 
     from spikescale.frames import load_arrays
     from spikescale.model import load_cnn, save_cnn
-    from spikescale.normalise import normalise
+    from spikescale.normalise import frame_batches, normalise
 
     p = _params(a.params).normalisation
     _threads(a.threads)
     cnn, arch, _ = load_cnn(a.cnn)
     frames = load_arrays(a.frames)["frames"]
     pick = np.sort(np.random.default_rng(0).permutation(len(frames))[: p.samples])
-    model, table = normalise(cnn, torch.from_numpy(frames[pick].astype(np.float32)), p.percentile, p.ignore_zeros, p.batch_size)
+    model, table = normalise(cnn, frame_batches(frames, pick, p.batch_size), p.percentile, p.ignore_zeros)
     save_cnn(model, arch, a.out)
     write_json({"percentile": p.percentile, "ignore_zeros": p.ignore_zeros, "samples": len(pick), "layers": table}, a.table)
     for row in table:
@@ -113,32 +112,83 @@ def load_snn(path):
     return cnn, arch, to_snn(cnn, arch, P.ConversionParams(**blob["conversion"]))
 
 
-def cmd_evaluate(a) -> None:
+PARTS = ("summary", "layers", "samples", "timecourse")
+
+
+def part_path(prefix, name: str) -> Path:
+    """``<prefix>.parquet`` for the summary, ``<prefix>.<name>.parquet`` for the other parts."""
+    return Path(f"{prefix}.parquet" if name == "summary" else f"{prefix}.{name}.parquet")
+
+
+def write_parts(prefix, tables: dict) -> None:
+    """Write all parts or none: each goes to a temporary file, moved into place at the end."""
     import pyarrow.parquet as pq
 
+    with ExitStack() as stack:
+        tmps = {name: stack.enter_context(atomic_path(part_path(prefix, name))) for name in tables}
+        for name, table in tables.items():
+            pq.write_table(table, tmps[name], compression="zstd")
+
+
+def read_parts(prefix) -> dict:
+    import pyarrow.parquet as pq
+
+    _need(*(part_path(prefix, name) for name in PARTS))
+    return {name: pq.read_table(part_path(prefix, name)) for name in PARTS}
+
+
+def _evaluator(a, p: P.Params):
+    """A function factor -> tables for the SNN in ``a.snn`` on the events in ``a.events``."""
     from spikescale.evaluate import evaluate_factor
     from spikescale.model import scale_first_layer
 
-    p = _params(a.params)
-    if not a.factor > 0:
-        raise P.ParamsError(f"--factor must be > 0, got {a.factor}")
     _check_device(p.device)
     _need(a.snn, a.events)
     _threads(a.threads)
     cnn, arch, snn = load_snn(a.snn)
-    tables = evaluate_factor(
-        scale_first_layer(snn, a.factor), scale_first_layer(cnn, a.factor), arch,
-        a.events, p.evaluation, a.factor, p.device, progress=not a.quiet,
-    )
-    # all parts or none: every part goes to a temporary file first
-    outs = {name: Path(f"{a.out_prefix}.parquet" if name == "summary" else f"{a.out_prefix}.{name}.parquet") for name in tables}
-    with ExitStack() as stack:
-        tmps = {name: stack.enter_context(atomic_path(path)) for name, path in outs.items()}
-        for name, table in tables.items():
-            pq.write_table(table, tmps[name], compression="zstd")
-    s = tables["summary"].to_pylist()[0]
-    print(f"factor {a.factor:g}: accuracy {s['snn_accuracy']:.4f}, silent {s['silent_fraction']:.4f}, "
-          f"{s['spikes_per_sample']:.1f} spikes per sample")
+
+    def run(factor: float) -> dict:
+        tables = evaluate_factor(
+            scale_first_layer(snn, factor), scale_first_layer(cnn, factor), arch,
+            a.events, p.evaluation, factor, p.device, progress=not a.quiet,
+        )
+        s = tables["summary"].to_pylist()[0]
+        print(f"factor {factor:g}: accuracy {s['snn_accuracy']:.4f}, silent {s['silent_fraction']:.4f}, "
+              f"{s['spikes_per_sample']:.1f} spikes per sample", flush=True)
+        return tables
+
+    return run
+
+
+def cmd_evaluate(a) -> None:
+    p = _params(a.params)
+    if not a.factor > 0:
+        raise P.ParamsError(f"--factor must be > 0, got {a.factor}")
+    write_parts(a.out_prefix, _evaluator(a, p)(a.factor))
+
+
+def cmd_refine(a) -> None:
+    """Bisect (geometric midpoints) between the recommended factor and its lower neighbour."""
+    import pyarrow as pa
+
+    from spikescale.collect import refine_factors
+
+    p = _params(a.params)
+    coarse = [read_parts(Path(a.factor_dir) / f"factor_{P.factor_label(f)}") for f in p.scale.factors]
+    results = {float(t["summary"]["factor"][0].as_py()): float(t["summary"]["snn_accuracy"][0].as_py()) for t in coarse}
+    evaluate = _evaluator(a, p) if p.scale.refine_rounds else None
+    refined: list[dict] = []
+
+    def accuracy_at(factor: float) -> float:
+        tables = evaluate(factor)
+        refined.append(tables)
+        return float(tables["summary"]["snn_accuracy"][0].as_py())
+
+    tried = refine_factors(results, p.scale.refine_rounds, p.recommend.tolerance_pp, accuracy_at)
+    empty = {name: coarse[0][name].slice(0, 0) for name in PARTS}
+    tables = {name: pa.concat_tables([empty[name]] + [t[name] for t in refined]) for name in PARTS}
+    write_parts(a.out_prefix, tables)
+    print(f"refined factors: {', '.join(f'{f:g}' for f in tried) or 'none'}")
 
 
 def cmd_collect(a) -> None:
@@ -150,13 +200,10 @@ def cmd_collect(a) -> None:
     from spikescale.model import load_cnn, state_hash
 
     p = _params(a.params)
-    prefixes = [Path(a.factor_dir) / f"factor_{P.factor_label(f)}" for f in p.scale.factors]
-    parts = {name: [] for name in ("summary", "layers", "samples", "timecourse")}
-    for prefix in prefixes:
-        for name in parts:
-            path = Path(f"{prefix}.parquet" if name == "summary" else f"{prefix}.{name}.parquet")
-            _need(path)
-            parts[name].append(pq.read_table(path))
+    runs = [read_parts(Path(a.factor_dir) / f"factor_{P.factor_label(f)}") for f in p.scale.factors]
+    refined = read_parts(a.refine_prefix)
+    parts = {name: pa.concat_tables([r[name] for r in runs] + [refined[name]]) for name in PARTS}
+    refined_factors = set(refined["summary"].column("factor").to_pylist())
     training = read_json(a.training)
     cnn, _, _ = load_cnn(a.snn)
     meta = read_metadata(a.events)
@@ -168,15 +215,14 @@ def cmd_collect(a) -> None:
         "seed": p.training.seed,
         **{f"{k}_version": v for k, v in package_versions().items()},
     }
-    summary = pa.concat_tables(parts["summary"])
-    sweep, rec = build_sweep(summary, training["cnn_test_accuracy"], p.recommend.tolerance_pp)
-    sweep = sweep.append_column("refined", pa.array([False] * sweep.num_rows))
+    sweep, rec = build_sweep(parts["summary"], training["cnn_test_accuracy"], p.recommend.tolerance_pp)
+    sweep = sweep.append_column("refined", pa.array([f in refined_factors for f in sweep["factor"].to_pylist()]))
     out = Path(a.out_dir)
     tables = {
         "sweep": sweep,
-        "layers": sort_by_factor(pa.concat_tables(parts["layers"]), "position"),
-        "timecourse": sort_by_factor(pa.concat_tables(parts["timecourse"]), "time_ms"),
-        "samples": sort_by_factor(pa.concat_tables(parts["samples"]), "sample"),
+        "layers": sort_by_factor(parts["layers"], "position"),
+        "timecourse": sort_by_factor(parts["timecourse"], "time_ms"),
+        "samples": sort_by_factor(parts["samples"], "sample"),
     }
     for name, table in tables.items():
         with atomic_path(out / f"{name}.parquet") as tmp:
@@ -213,11 +259,30 @@ def print_summary(results_dir: str | Path) -> None:
           f"within {rec['tolerance_pp']:g} pp of the best, {100 * rec['best_accuracy']:.1f}% at {rec['best_factor']:g})")
 
 
+def cmd_export(a) -> None:
+    from spikescale.export import to_nir_graph, write_nir
+    from spikescale.model import scale_first_layer
+
+    _need(a.snn, a.recommendation)
+    factor = read_json(a.recommendation)["recommended_factor"]
+    _, arch, snn = load_snn(a.snn)
+    write_nir(to_nir_graph(scale_first_layer(snn, factor), arch.input_shape), a.out)
+    print(f"SNN scaled by the recommended factor {factor:g} written to {a.out} (NIR)")
+
+
 def cmd_report(a) -> None:
     from spikescale.report import run_report
 
     for path in run_report(a.results_dir, a.out_dir):
         print(path)
+
+
+def cmd_compare(a) -> None:
+    from spikescale.report import run_compare
+
+    _need(*a.sweeps)
+    run_compare(a.sweeps, a.labels.split(",") if a.labels else None, a.out)
+    print(a.out)
 
 
 def cmd_schema(a) -> None:
@@ -267,10 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
     stage("convert", cmd_convert, ("--cnn", req), ("--out", req), ("--summary", req), help="convert to a sinabs SNN")
     stage("evaluate", cmd_evaluate, ("--snn", req), ("--events", req), ("--factor", {"type": float, **req}),
           ("--out-prefix", req), threads=True, help="evaluate the SNN at one scale factor")
-    stage("collect", cmd_collect, ("--factor-dir", req), ("--training", req), ("--snn", req), ("--events", req),
+    stage("refine", cmd_refine, ("--snn", req), ("--events", req), ("--factor-dir", req), ("--out-prefix", req),
+          threads=True, help="bisect between the recommended factor and the next smaller one")
+    stage("collect", cmd_collect, ("--factor-dir", req), ("--refine-prefix", req), ("--training", req), ("--snn", req), ("--events", req),
           ("--out-dir", req), help="collect the factor results")
+    stage("export", cmd_export, ("--snn", req), ("--recommendation", req), ("--out", req),
+          help="write the recommended, scaled SNN as NIR")
     stage("report", cmd_report, ("--results-dir", req), ("--out-dir", req), help="plot the results")
     stage("check", cmd_check, help="validate the parameters")
+    sp = sub.add_parser("compare", help="plot several runs' sweep.parquet files against each other")
+    sp.add_argument("sweeps", nargs="+", help="sweep.parquet files, one per run")
+    sp.add_argument("--labels", help="comma-separated labels (default: the file names)")
+    sp.add_argument("--out", required=True, help="PNG to write")
+    sp.set_defaults(fn=cmd_compare)
     sp = sub.add_parser("schema", help="write the JSON schema of params.yaml")
     sp.add_argument("--out")
     sp.set_defaults(fn=cmd_schema)

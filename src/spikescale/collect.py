@@ -64,3 +64,26 @@ def build_sweep(summary: pa.Table, cnn_accuracy: float, tolerance_pp: float) -> 
     summary = summary.append_column("recommended", pa.array(factors == rec["recommended_factor"]))
     rec["pareto_factors"] = factors[front].tolist()
     return summary, rec
+
+
+def refine_factors(results: dict[float, float], rounds: int, tolerance_pp: float, accuracy_at) -> list[float]:
+    """Bisect between the recommended factor and the next smaller one, ``rounds`` times.
+
+    ``results`` maps the coarse factors to their accuracy and grows with each evaluation;
+    ``accuracy_at(factor)`` evaluates a new factor. Midpoints are geometric (the factors
+    are spread on a log scale) and rounded to 4 significant digits. Returns the factors tried.
+    """
+    tried: list[float] = []
+    for _ in range(rounds):
+        factors = np.array(sorted(results))
+        accuracy = np.array([results[f] for f in factors])
+        chosen = recommend(factors, accuracy, tolerance_pp)["recommended_factor"]
+        below = factors[factors < chosen]
+        if len(below) == 0:
+            break
+        midpoint = float(f"{np.sqrt(below.max() * chosen):.4g}")
+        if midpoint in results or midpoint <= below.max() or midpoint >= chosen:
+            break
+        results[midpoint] = accuracy_at(midpoint)
+        tried.append(midpoint)
+    return tried

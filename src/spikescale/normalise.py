@@ -13,6 +13,7 @@ negative or not finite keeps its weights and is flagged: no weight is ever infin
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -33,9 +34,14 @@ def output_layer_names(model: nn.Sequential) -> list[tuple[str, str]]:
     return pairs
 
 
+Batches = Callable[[], Iterable[torch.Tensor]]  # a fresh pass over the normalisation frames
+IN_MEMORY_VALUES = 64 * 2**20  # activations (float32) kept for an exact np.percentile
+HISTOGRAM_BINS = 1 << 16
+
+
 @torch.no_grad()
-def activations(model: nn.Sequential, layer: str, frames: torch.Tensor, batch_size: int, ignore_zeros: bool) -> np.ndarray:
-    """All output values of ``layer`` over ``frames`` (only the positive ones if ignore_zeros)."""
+def _values(model: nn.Sequential, layer: str, batches: Batches, ignore_zeros: bool) -> Iterator[np.ndarray]:
+    """The output values of ``layer``, one array per batch (positive ones only if ignore_zeros)."""
     captured: list[np.ndarray] = []
 
     def hook(_m, _i, out):
@@ -44,24 +50,87 @@ def activations(model: nn.Sequential, layer: str, frames: torch.Tensor, batch_si
 
     handle = dict(model.named_children())[layer].register_forward_hook(hook)
     try:
-        for start in range(0, len(frames), batch_size):
-            model(frames[start : start + batch_size])
+        for batch in batches():
+            model(batch)
+            yield captured.pop()
     finally:
         handle.remove()
-    return np.concatenate(captured) if captured else np.zeros(0, np.float32)
+
+
+def _bin(v: np.ndarray, low: float, width: float) -> np.ndarray:
+    return np.clip(((v.astype(np.float64) - low) / width).astype(np.int64), 0, HISTOGRAM_BINS - 1)
+
+
+def percentile(model: nn.Sequential, layer: str, batches: Batches, q: float, ignore_zeros: bool,
+               in_memory: int = IN_MEMORY_VALUES) -> tuple[float, int, int]:
+    """``np.percentile`` of a layer's activations, in bounded memory.
+
+    Returns (percentile, number of values, number of positive values). Up to ``in_memory``
+    values it is exactly ``np.percentile`` over all of them (as sinabs computes it). Beyond,
+    the two order statistics around the percentile's position are found by histogram
+    passes that keep only the values of the bins that hold them, then interpolated as
+    numpy does; the result is the same up to the last bit of the interpolation.
+    """
+    n, positive, low, high, kept = 0, 0, np.inf, -np.inf, []
+    for v in _values(model, layer, batches, ignore_zeros):
+        n += len(v)
+        positive += int(np.count_nonzero(v > 0))
+        if len(v):
+            low, high = min(low, float(v.min())), max(high, float(v.max()))
+        if kept is not None:
+            kept.append(v)
+            if n > in_memory:
+                kept = None  # too many: fall back to histogram passes
+    if n == 0:
+        return float("nan"), 0, 0
+    if kept is not None:
+        return float(np.percentile(np.concatenate(kept), q)), n, positive
+    position = (n - 1) * q / 100
+    k_lo = int(np.floor(position))
+    k_hi = min(k_lo + 1, n - 1)
+    # each narrowing keeps the bins [b_lo, b_hi] of a histogram over [low, low + bins*width];
+    # a value stays in play if it falls in the kept bins of every narrowing so far
+    narrowings: list[tuple[float, float, int, int]] = []
+    below = 0  # values ranked below those still in play
+
+    def in_play(v: np.ndarray) -> np.ndarray:
+        for lo, w, b0, b1 in narrowings:
+            b = _bin(v, lo, w)
+            v = v[(b >= b0) & (b <= b1)]
+        return v
+
+    while True:
+        width = (high - low) / HISTOGRAM_BINS
+        if width == 0:  # every value still in play is the same
+            v_lo = v_hi = low
+            break
+        counts = np.zeros(HISTOGRAM_BINS, np.int64)
+        for v in _values(model, layer, batches, ignore_zeros):
+            counts += np.bincount(_bin(in_play(v), low, width), minlength=HISTOGRAM_BINS)
+        cum = below + np.cumsum(counts)
+        b_lo, b_hi = int(np.searchsorted(cum, k_lo, "right")), int(np.searchsorted(cum, k_hi, "right"))
+        start = int(cum[b_lo - 1]) if b_lo else below
+        narrowings.append((low, width, b_lo, b_hi))
+        below = start
+        if cum[b_hi] - start <= in_memory:
+            window = np.sort(np.concatenate([in_play(v) for v in _values(model, layer, batches, ignore_zeros)]))
+            v_lo, v_hi = window[k_lo - start], window[k_hi - start]
+            break
+        low, high = low + b_lo * width, low + (b_hi + 1) * width
+    gamma = position - k_lo
+    return float(np.percentile(np.array([v_lo, v_hi], dtype=np.float32), 100 * gamma)), n, positive
 
 
 def normalise(
-    cnn: nn.Sequential, frames: torch.Tensor, percentile: float, ignore_zeros: bool, batch_size: int
+    cnn: nn.Sequential, batches: Batches, q: float, ignore_zeros: bool, in_memory: int = IN_MEMORY_VALUES
 ) -> tuple[nn.Sequential, list[dict]]:
     """A normalised copy of ``cnn`` and one row per weighted layer describing its scale."""
     model = copy.deepcopy(cnn).eval()
     children = dict(model.named_children())
     table = []
     for position, (param_name, out_name) in enumerate(output_layer_names(model)):
-        values = activations(model, out_name, frames, batch_size, ignore_zeros)
-        level = float(np.percentile(values, percentile)) if len(values) else float("nan")
-        usable = np.isfinite(level) and level > 0
+        level, count, positive = percentile(model, out_name, batches, q, ignore_zeros, in_memory)
+        usable = bool(np.isfinite(level) and level > 0)
         if usable:
             for p in children[param_name].parameters():
                 p.data *= 1 / level
@@ -72,7 +141,8 @@ def normalise(
                 "kind": type(children[param_name]).__name__,
                 "activation_percentile": level if np.isfinite(level) else None,
                 "scale": 1 / level if usable else 1.0,
-                "nonzero_fraction": float(np.mean(values > 0)) if len(values) and not ignore_zeros else None,
+                "values": count,
+                "positive_fraction": positive / count if count else None,
                 "degenerate": not usable,
             }
         )
@@ -80,3 +150,13 @@ def normalise(
         if not torch.isfinite(p).all():
             raise FloatingPointError(f"normalisation produced a non-finite weight in {name}")
     return model, table
+
+
+def frame_batches(frames: np.ndarray, indices: np.ndarray, batch_size: int) -> Batches:
+    """Batches of ``frames[indices]`` as float tensors, read lazily (frames may be a memmap)."""
+
+    def passes() -> Iterator[torch.Tensor]:
+        for start in range(0, len(indices), batch_size):
+            yield torch.from_numpy(np.asarray(frames[indices[start : start + batch_size]], dtype=np.float32))
+
+    return passes

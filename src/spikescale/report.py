@@ -104,6 +104,26 @@ def plot_timecourse(timecourse, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_comparison(sweeps: dict[str, dict], path: Path) -> None:
+    """Accuracy and synaptic operations against the factor, one line per run."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True)
+    for i, (label, sweep) in enumerate(sweeps.items()):
+        order = np.argsort(sweep["factor"])
+        f = sweep["factor"][order]
+        top.plot(f, 100 * sweep["snn_accuracy"][order], "o-", color=f"C{i}", label=label)
+        top.axhline(100 * sweep["cnn_accuracy"][0], color=f"C{i}", ls=":", lw=1)
+        bottom.plot(f, sweep["synops_per_sample"][order], "s-", color=f"C{i}", label=label)
+    top.set_ylabel("SNN accuracy (%)  (dotted: CNN)")
+    top.legend(fontsize=8)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("synaptic ops per sample")
+    bottom.set_xscale("log", base=2)
+    bottom.set_xlabel("first-layer scale factor")
+    top.set_title("Runs compared")
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _columns(path: Path) -> dict[str, np.ndarray]:
     table = pq.read_table(path)
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
@@ -131,3 +151,10 @@ def run_report(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
         written.append(out_dir / f"{name}.csv")
     return written
 
+
+
+def run_compare(sweep_paths: list[Path], labels: list[str] | None, out: Path) -> None:
+    labels = labels or [Path(p).stem for p in sweep_paths]
+    if len(labels) != len(sweep_paths):
+        raise ValueError(f"{len(labels)} labels for {len(sweep_paths)} sweep files")
+    plot_comparison({label: _columns(Path(p)) for label, p in zip(labels, sweep_paths)}, Path(out))

@@ -26,6 +26,7 @@ FACTORS = [factor_label(f) for f in PARAMS["scale"]["factors"]]
 FACTOR_PARTS = ["", ".layers", ".samples", ".timecourse"]
 SWEEP = f"{RESULTS}/sweep.parquet"
 PLOTS = [f"{RESULTS}/plots/{name}.png" for name in ("accuracy", "pareto", "layer_rates", "timecourse")]
+NIR = f"{RESULTS}/snn_recommended.nir"
 GPU = 1 if PARAMS["device"] == "cuda" else 0
 
 

@@ -21,10 +21,35 @@ rule evaluate:
         " --factor {wildcards.factor} --out-prefix {params.prefix} --threads {threads} > {log:q} 2>&1"
 
 
+rule refine:
+    # one job, whatever refine_rounds says, so Snakemake and DVC keep the same static DAG
+    input:
+        factors=expand(f"{RESULTS}/scale/factor_{{factor}}{{part}}.parquet", factor=FACTORS, part=FACTOR_PARTS),
+        snn=f"{MODELS}/snn.pt",
+        events=f"{EVENTS}/test.parquet",
+    output:
+        [f"{RESULTS}/refined{part}.parquet" for part in FACTOR_PARTS],
+    params:
+        p=sections("scale", "recommend", "evaluation", "device"),
+        factor_dir=lambda w, input: os.path.dirname(input.factors[0]),
+        prefix=lambda w, output: output[0].removesuffix(".parquet"),
+    threads: 1
+    resources:
+        gpu=GPU,
+    conda:
+        "../envs/spikescale.yaml"
+    log:
+        f"logs/{DS}/refine.log",
+    shell:
+        "spikescale refine --params {params.p:q} --snn {input.snn} --events {input.events}"
+        " --factor-dir {params.factor_dir} --out-prefix {params.prefix} --threads {threads} > {log:q} 2>&1"
+
+
 rule collect:
     input:
         # the explicit list of this run's factors: a removed factor leaves no stale row
         factors=expand(f"{RESULTS}/scale/factor_{{factor}}{{part}}.parquet", factor=FACTORS, part=FACTOR_PARTS),
+        refined=[f"{RESULTS}/refined{part}.parquet" for part in FACTOR_PARTS],
         training=f"{MODELS}/training.json",
         snn=f"{MODELS}/snn.pt",
         events=f"{EVENTS}/test.parquet",
@@ -38,6 +63,7 @@ rule collect:
     params:
         p=sections(*PARAMS),
         factor_dir=lambda w, input: os.path.dirname(input.factors[0]),
+        refined=lambda w, input: input.refined[0].removesuffix(".parquet"),
         out=lambda w, output: os.path.dirname(output[0]),
     conda:
         "../envs/spikescale.yaml"
@@ -45,4 +71,5 @@ rule collect:
         f"logs/{DS}/collect.log",
     shell:
         "spikescale collect --params {params.p:q} --factor-dir {params.factor_dir} --training {input.training}"
-        " --snn {input.snn} --events {input.events} --out-dir {params.out} > {log:q} 2>&1"
+        " --refine-prefix {params.refined} --snn {input.snn} --events {input.events} --out-dir {params.out}"
+        " > {log:q} 2>&1"

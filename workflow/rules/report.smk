@@ -19,3 +19,17 @@ rule report:
         f"logs/{DS}/report.log",
     shell:
         "spikescale report --results-dir {params.results} --out-dir {params.plots} > {log:q} 2>&1"
+
+
+rule export:
+    input:
+        snn=f"{MODELS}/snn.pt",
+        recommendation=f"{RESULTS}/recommendation.json",
+    output:
+        NIR,
+    conda:
+        "../envs/spikescale.yaml"
+    log:
+        f"logs/{DS}/export.log",
+    shell:
+        "spikescale export --snn {input.snn} --recommendation {input.recommendation} --out {output} > {log:q} 2>&1"
