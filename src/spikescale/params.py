@@ -103,7 +103,9 @@ class ConversionParams(Section):
 class EvaluationParams(Section):
     time_bin_us: int = Field(1000, gt=0, description="simulation time step in microseconds")
     batch_size: int = Field(64, ge=1)
-    backend: Literal["sinabs"] = "sinabs"
+    backend: Literal["fast", "sinabs"] = Field(
+        "fast", description="event-driven simulation (fast) or sinabs's dense one (the reference)"
+    )
     max_samples: int | None = Field(None, ge=1, description="evaluate only the first N test samples")
     timecourse_points: int = Field(15, ge=2, le=100, description="read-outs through the recording")
 

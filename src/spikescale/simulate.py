@@ -4,19 +4,59 @@
 (weighted layers, pooling and flatten, each weighted layer followed by a sinabs
 ``IAFSqueeze``) and a raster of shape ``(batch, time, channels, height, width)``, and
 returns spike counts per sample and neuron for every spiking layer, and the output
-layer's cumulative counts at chosen time steps. The sinabs backend is the reference.
+layer's cumulative counts at chosen time steps.
+
+Two backends:
+
+``"sinabs"``
+    The reference: sinabs's own layers, dense over every time step.
+``"fast"``
+    The same arithmetic, event-driven (on the CPU; elsewhere, e.g. CUDA, a dense torch
+    path, see below). A numba kernel walks each sample step by step and does only the
+    work that activity asks for: each input event or spike is scattered through the next
+    pooling and weighted layer into float64 accumulators of the positions it reaches
+    (cost: synaptic operations, not multiply-accumulates of every neuron at every step),
+    and only neurons that received input, or whose state would still change without input
+    (a SingleSpike backlog, a reset value, a clip at ``min_v_mem``), are updated. A
+    convolution and its IAF layer run as one operation: spatial activity is kept
+    channel-last, so a position's channels are contiguous and updated in SIMD lanes.
+    Samples are split over ``torch.get_num_threads()`` threads (the kernel releases the
+    GIL). Memory: a few arrays of the network's size per thread, nothing over time.
+
+    Off the CPU, ``simulate_fast_torch`` runs the model's own torch operators on whole
+    chunks of time steps (bounded memory) and the IAF update written out as sinabs
+    writes it, without autograd machinery.
+
+Exactness of the fast CPU path. The integrate-and-fire update repeats sinabs's float32
+operations in sinabs's order (``v + x``; ``trunc(v / thr)`` or ``v - thr >= 0``; the reset;
+``relu(v - min_v_mem) + min_v_mem``, which is not always ``max(v, min_v_mem)`` in float32),
+so given the same synaptic input it reaches the same state bit for bit. The synaptic input
+is the exact sum (float64: products of float32 weights and small counts are exact) rounded
+once to float32; pooling rounds its window sum to float32 and divides in float32, as torch
+does. torch sums in float32 in an order of its own (SIMD blocking in oneDNN / MKL), so its
+current can differ from the correctly rounded one by an ulp or a few; when that moves a
+membrane across a threshold a spike moves, and the difference can propagate. That is
+rare (about one neuron in 10^5 to 10^6 in ``benchmarks/evaluate.py``); where all sums
+are exact in float32, e.g. with dyadic weights, the backends agree exactly, which
+``tests/test_simulate.py`` checks on random networks.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import sinabs
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from sinabs.activation import MembraneReset, MembraneSubtract, MultiSpike, SingleSpike
 from sinabs.layers.reshape import SqueezeMixin
+
+BACKENDS = ("sinabs", "fast")
 
 
 @dataclass
@@ -46,15 +86,26 @@ def simulate(
     raster: torch.Tensor,
     checkpoints: np.ndarray,
     backend: str = "sinabs",
+    device: str | torch.device | None = None,
 ) -> SimulationResult:
     """Run ``model`` on ``raster`` (B, T, C, H, W) and count spikes.
 
     ``checkpoints`` are time-step indices in ``[0, T)`` at which the output layer's
-    cumulative spike counts are read out.
+    cumulative spike counts are read out. ``device`` (default: the raster's) chooses
+    where the fast backend runs: the numba kernel on ``cpu``, the torch path otherwise.
     """
     if backend == "sinabs":
+        if device is not None:
+            raster = raster.to(device)
         return simulate_sinabs(model, raster, checkpoints)
-    raise ValueError(f"evaluation.backend: unknown backend {backend!r}, expected 'sinabs'")
+    if backend == "fast":
+        dev = torch.device(device) if device is not None else raster.device
+        if dev.type == "cpu":
+            return simulate_fast_cpu(model, raster, checkpoints)
+        return simulate_fast_torch(model, raster, checkpoints, device=dev)
+    raise ValueError(
+        f"evaluation.backend: unknown backend {backend!r}, expected one of {BACKENDS}"
+    )
 
 
 @torch.no_grad()
@@ -67,21 +118,965 @@ def simulate_sinabs(
         if isinstance(layer, SqueezeMixin):
             layer.batch_size, layer.num_timesteps = -1, steps
     sinabs.reset_states(model)
-    recorded: list[torch.Tensor] = []
-    hooks = [
-        layer.register_forward_hook(lambda _m, _i, out: recorded.append(out))
-        for layer in spiking_layers(model)
-    ]
+    counts: list[np.ndarray] = []
+    over_time: list[np.ndarray] = []
+    index = torch.as_tensor(checkpoints, dtype=torch.long)
+    layers = spiking_layers(model)
+
+    def reduce(module, _i, out: torch.Tensor) -> None:
+        # keep only the counts: holding every layer's (batch x time) output costs gigabytes
+        per_step = out.reshape(batch, steps, *out.shape[1:])
+        counts.append(per_step.sum(1).round().to(torch.int32).cpu().numpy())
+        if module is layers[-1]:
+            cumulative = per_step.reshape(batch, steps, -1).cumsum(1)[:, index]
+            over_time.append(cumulative.round().to(torch.int32).cpu().numpy())
+
+    hooks = [layer.register_forward_hook(reduce) for layer in layers]
     try:
         model(raster.flatten(0, 1))
     finally:
         for h in hooks:
             h.remove()
     sinabs.reset_states(model)
-    counts = []
-    for out in recorded:
-        per_step = out.reshape(batch, steps, *out.shape[1:])
-        counts.append(per_step.sum(1).round().to(torch.int32).cpu().numpy())
-    output = recorded[-1].reshape(batch, steps, -1)
-    cumulative = output.cumsum(1)[:, torch.as_tensor(checkpoints, dtype=torch.long)]
-    return SimulationResult(counts, cumulative.round().to(torch.int32).cpu().numpy())
+    return SimulationResult(counts, over_time[-1])
+
+
+# --------------------------------------------------------------------------------------
+# Model -> a flat list of operations with their shapes (shared by both fast paths)
+# --------------------------------------------------------------------------------------
+
+SPIKE_MULTI, SPIKE_SINGLE = 0, 1
+RESET_SUBTRACT, RESET_TO_VALUE = 0, 1
+
+
+@dataclass
+class _Op:
+    kind: str  # "conv", "pool", "linear", "iaf"
+    module: nn.Module
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    # (C, H, W) when the input is spatial or a flattened spatial tensor, else in_shape: the
+    # CPU kernel keeps spatial activity channel-last, so it needs to know
+    layout: tuple[int, ...] = ()
+    # iaf only
+    threshold: np.float32 = np.float32(1.0)
+    spike_mode: int = SPIKE_MULTI
+    reset_mode: int = RESET_SUBTRACT
+    subtract: np.float32 = np.float32(1.0)
+    reset_value: np.float32 = np.float32(0.0)
+    min_v_mem: np.float32 | None = None
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.out_shape))
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _conv_padding(m: nn.Conv2d) -> tuple[int, int]:
+    """Zero padding before the first row and column (``"same"``: torch pads total // 2)."""
+    if isinstance(m.padding, str):
+        if m.padding == "valid":
+            return 0, 0
+        kh, kw = _pair(m.kernel_size)
+        dh, dw = _pair(m.dilation)
+        return dh * (kh - 1) // 2, dw * (kw - 1) // 2
+    return _pair(m.padding)
+
+
+def _conv_out_hw(m: nn.Conv2d, hw: tuple[int, ...]) -> tuple[int, int]:
+    kh, kw = _pair(m.kernel_size)
+    sh, sw = _pair(m.stride)
+    dh, dw = _pair(m.dilation)
+    if isinstance(m.padding, str):
+        if m.padding == "same":
+            return int(hw[0]), int(hw[1])
+        tot_h = tot_w = 0
+    else:
+        tot_h, tot_w = 2 * _pair(m.padding)[0], 2 * _pair(m.padding)[1]
+    return (
+        (hw[0] + tot_h - dh * (kh - 1) - 1) // sh + 1,
+        (hw[1] + tot_w - dw * (kw - 1) - 1) // sw + 1,
+    )
+
+
+def _scalar_float32(value, what: str, name: str) -> np.float32:
+    t = torch.as_tensor(value).detach()
+    if t.numel() != 1:
+        raise ValueError(
+            f"simulate(backend='fast'): layer {name}: {what} must be one number for the "
+            f"whole layer, got a tensor of shape {tuple(t.shape)}"
+        )
+    # sinabs casts the 0-dim parameter to the membrane's float32 in every operation
+    return np.float32(t.to(torch.float32).cpu().item())
+
+
+def _flat_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    if isinstance(model, sinabs.network.Network):
+        model = model.spiking_model
+    if not isinstance(model, nn.Sequential):
+        raise ValueError(
+            f"simulate(backend='fast'): expected an nn.Sequential spiking model, got "
+            f"{type(model).__name__}"
+        )
+    out = []
+    for name, m in model.named_children():
+        if isinstance(m, nn.Sequential):
+            out += [(f"{name}.{n}", c) for n, c in _flat_modules(m)]
+        else:
+            out.append((name, m))
+    return out
+
+
+SUPPORTED = (
+    "Conv2d (zero padding), Linear, AvgPool2d (no padding, no ceil_mode), Flatten, "
+    "Identity, Dropout in eval mode, and sinabs IAF / IAFSqueeze with MultiSpike or "
+    "SingleSpike, MembraneSubtract or MembraneReset and no synaptic time constant"
+)
+
+
+def _unsupported(name: str, m: nn.Module, why: str = "") -> ValueError:
+    why = f" ({why})" if why else ""
+    return ValueError(
+        f"simulate(backend='fast'): unsupported layer {name!r}: {m!r}{why}. "
+        f"Supported: {SUPPORTED}."
+    )
+
+
+def parse_model(model: nn.Module, input_shape: tuple[int, ...]) -> list[_Op]:
+    """Check every layer of ``model`` and return its operations with their shapes.
+
+    Raises ``ValueError`` naming the first layer the fast backend cannot simulate.
+    """
+    ops: list[_Op] = []
+    shape = tuple(int(s) for s in input_shape)
+    layout = shape
+    for name, m in _flat_modules(model):
+        if isinstance(m, sinabs.layers.StatefulLayer):
+            if not isinstance(m, sinabs.layers.IAF) or isinstance(m, sinabs.layers.IAFRecurrent):
+                raise _unsupported(name, m, "only non-recurrent IAF neurons are supported")
+            if getattr(m, "tau_syn", None) is not None or getattr(m, "norm_input", False):
+                raise _unsupported(name, m, "synaptic dynamics are not supported")
+            if m.spike_fn is MultiSpike:
+                spike_mode = SPIKE_MULTI
+            elif m.spike_fn is SingleSpike:
+                spike_mode = SPIKE_SINGLE
+            else:
+                raise _unsupported(name, m, f"spike_fn {m.spike_fn!r}")
+            thr = _scalar_float32(m.spike_threshold, "spike_threshold", name)
+            if not thr > 0:
+                raise _unsupported(name, m, f"spike_threshold must be > 0, got {thr}")
+            op = _Op("iaf", m, shape, shape, layout, threshold=thr, spike_mode=spike_mode)
+            if isinstance(m.reset_fn, MembraneSubtract):
+                op.reset_mode = RESET_SUBTRACT
+                sub = m.reset_fn.subtract_value
+                op.subtract = thr if sub is None else _scalar_float32(sub, "subtract_value", name)
+            elif isinstance(m.reset_fn, MembraneReset):
+                op.reset_mode = RESET_TO_VALUE
+                op.reset_value = _scalar_float32(m.reset_fn.reset_value, "reset_value", name)
+            else:
+                raise _unsupported(name, m, f"reset_fn {m.reset_fn!r}")
+            if m.min_v_mem is not None:
+                op.min_v_mem = _scalar_float32(m.min_v_mem, "min_v_mem", name)
+            ops.append(op)
+        elif isinstance(m, nn.Conv2d):
+            if len(shape) != 3 or shape[0] != m.in_channels:
+                raise _unsupported(name, m, f"input of shape {shape}")
+            if m.padding_mode != "zeros":
+                raise _unsupported(name, m, f"padding_mode {m.padding_mode!r}")
+            out = (m.out_channels, *_conv_out_hw(m, shape[1:]))
+            if min(out) < 1:
+                raise _unsupported(name, m, f"input of shape {shape} is too small")
+            ops.append(_Op("conv", m, shape, out, shape))
+            shape = layout = out
+        elif isinstance(m, nn.AvgPool2d):
+            if len(shape) != 3:
+                raise _unsupported(name, m, f"input of shape {shape}")
+            if _pair(m.padding) != (0, 0) or m.ceil_mode:
+                raise _unsupported(name, m, "padding and ceil_mode are not supported")
+            (kh, kw), (sh, sw) = _pair(m.kernel_size), _pair(m.stride or m.kernel_size)
+            out = (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1)
+            if min(out) < 1:
+                raise _unsupported(name, m, f"input of shape {shape} is too small")
+            ops.append(_Op("pool", m, shape, out, shape))
+            shape = layout = out
+        elif isinstance(m, nn.Linear):
+            if len(shape) != 1 or shape[0] != m.in_features:
+                raise _unsupported(name, m, f"input of shape {shape}; flatten first")
+            ops.append(_Op("linear", m, shape, (m.out_features,), layout))
+            shape = layout = (m.out_features,)
+        elif isinstance(m, nn.Flatten):
+            start = m.start_dim if m.start_dim >= 0 else m.start_dim + len(shape) + 1
+            end = m.end_dim if m.end_dim >= 0 else m.end_dim + len(shape) + 1
+            if start != 1 or end != len(shape):
+                raise _unsupported(name, m, "only Flatten over all but the batch dimension")
+            shape = (int(np.prod(shape)),)  # the layout stays that of the spatial tensor
+        elif isinstance(m, nn.Identity) or (
+            isinstance(m, nn.modules.dropout._DropoutNd) and (not m.training or m.p == 0)
+        ):
+            continue
+        else:
+            raise _unsupported(name, m)
+    if not any(op.kind == "iaf" for op in ops):
+        raise ValueError("simulate(backend='fast'): the model has no spiking layer")
+    while ops[-1].kind != "iaf":  # layers after the last spiking layer are not recorded
+        ops.pop()
+    return ops
+
+
+def _checkpoint_steps(checkpoints: np.ndarray, steps: int) -> np.ndarray:
+    ck = np.asarray(checkpoints, dtype=np.int64).reshape(-1)
+    if ck.size and (ck.min() < -steps or ck.max() >= steps):
+        raise ValueError(
+            f"checkpoints must be time-step indices in [0, {steps}), got {ck.min()}..{ck.max()}"
+        )
+    return np.where(ck < 0, ck + steps, ck)
+
+
+def _check_raster(raster: torch.Tensor) -> None:
+    if raster.dim() < 3:
+        raise ValueError(
+            f"raster must have shape (batch, time, *input), got {tuple(raster.shape)}"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Fast path on the CPU: event-driven numba kernel
+# --------------------------------------------------------------------------------------
+
+OP_CONV, OP_POOL, OP_LINEAR, OP_IAF, OP_CONV_IAF = 0, 1, 2, 3, 4
+_NI, _NF = 32, 8  # integer and float parameter slots per operation
+# Integer slots (ip): 0 type, 1 input size, 2 output size, 3 output list offset,
+# 4 accumulator offset, 5 stamp / position-list offset, 6 weight offset, 7 bias offset
+# (a shared block of zeros without bias), 8 has bias, 9-14 hi wi ho wo kh kw,
+# 15-17 channels per group in / out and groups, 18-19 channels in / out, 20 table offset,
+# 21 spike function, 22 reset, 23 has min_v_mem, 24 membrane offset, 25 count offset,
+# 26 pending-list offset, 27 pending-list capacity.
+# Float slots (fp): 0 threshold, 1 subtract value, 2 reset value, 3 min_v_mem,
+# 4 pooling divisor, 5 first spiking membrane value.
+
+
+def _first_spiking_v(thr: np.float32, spike_mode: int) -> np.float32:
+    """The smallest float32 membrane potential that emits a spike.
+
+    SingleSpike: ``v - thr >= 0`` holds exactly when ``v >= thr`` (IEEE subtraction is
+    exact in sign). MultiSpike: ``trunc(v / thr) >= 1``, and the rounded quotient is
+    monotonic in ``v``, so step down from ``thr`` while the quotient still rounds to 1.
+    """
+    thr = np.float32(thr)
+    if spike_mode == SPIKE_SINGLE:
+        return thr
+    v = thr
+    while True:
+        below = np.nextafter(v, np.float32(-np.inf), dtype=np.float32)
+        if not (below > 0 and np.floor(below / thr) >= 1):
+            return v
+        v = below
+
+
+def _is_spatial(layout: tuple[int, ...]) -> bool:
+    return len(layout) == 3
+
+
+def _to_torch_order(a: np.ndarray, layout: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """(..., N) in the kernel's order (channel-last for spatial layouts) -> (..., *shape)."""
+    lead = a.shape[:-1]
+    if _is_spatial(layout):
+        c, h, w = layout
+        a = np.moveaxis(a.reshape(*lead, h, w, c), -1, -3)
+    return np.ascontiguousarray(a).reshape(*lead, *shape)
+
+
+@dataclass
+class _Program:
+    ip: np.ndarray
+    fp: np.ndarray
+    weights: np.ndarray
+    biases: np.ndarray
+    tables: np.ndarray
+    sizes: np.ndarray
+    spiking: list[tuple[int, int, _Op]]  # (offset into counts, neurons, op) per spiking layer
+
+
+def _geometry_tables(op: _Op) -> np.ndarray:
+    """Index tables that spare the kernel integer divisions: row and column of each input
+    position, and for each input row (column) and kernel row (column) the output row
+    (column) it reaches, -1 for none (convolution) or the range of output rows (columns)
+    whose window holds it (pooling)."""
+    m = op.module
+    _, hi, wi = op.in_shape
+    _, ho, wo = op.out_shape
+    kh, kw = _pair(m.kernel_size)
+    if op.kind == "conv":
+        sh, sw = _pair(m.stride)
+        dh, dw = _pair(m.dilation)
+        ph, pw = _conv_padding(m)
+
+        def reach(n_in, n_out, k, s, d, p):
+            yy = np.arange(n_in)[:, None] + p - np.arange(k)[None, :] * d
+            out = np.where(yy % s == 0, yy // s, -1)
+            return np.where((yy >= 0) & (out < n_out), out, -1).reshape(-1)
+
+        rows, cols = reach(hi, ho, kh, sh, dh, ph), reach(wi, wo, kw, sw, dw, pw)
+    else:
+        sh, sw = _pair(m.stride if m.stride is not None else m.kernel_size)
+
+        def window(n_in, n_out, k, s):
+            y = np.arange(n_in)
+            lo = np.maximum(0, (y - k) // s + 1)
+            hi_ = np.minimum(n_out - 1, y // s)
+            return np.stack([lo, hi_], 1).reshape(-1)
+
+        rows, cols = window(hi, ho, kh, sh), window(wi, wo, kw, sw)
+    pos = np.arange(hi * wi)
+    return np.concatenate([pos // wi, pos % wi, rows, cols]).astype(np.int32)
+
+
+def _compile_program(ops: list[_Op]) -> _Program:
+    """Pack ``ops`` into arrays for the numba kernel.
+
+    A convolution directly followed by its IAF layer becomes one operation, so that the
+    membrane update runs over a position's channels straight from the accumulator.
+    Spatial activity is indexed channel-last (``(y * W + x) * C + c``), so a position's
+    channels are contiguous in the accumulator, the membranes and the weights.
+    """
+    rows: list[np.ndarray] = []
+    frows: list[np.ndarray] = []
+    widest = max(op.out_shape[0] for op in ops)
+    weights: list[np.ndarray] = []
+    biases: list[np.ndarray] = [np.zeros(widest)]  # shared by the layers without bias
+    tables: list[np.ndarray] = []
+    spiking = []
+    n_w, n_b, n_tab = 0, widest, 0
+    n_out = n_acc = n_stamp = n_v = n_pend = n_counts = 0
+    k = 0
+    while k < len(ops):
+        op = ops[k]
+        fused = op.kind == "conv" and k + 1 < len(ops) and ops[k + 1].kind == "iaf"
+        iaf = ops[k + 1] if fused else op if op.kind == "iaf" else None
+        ip = np.zeros(_NI, np.int64)
+        fp = np.zeros(_NF, np.float32)
+        n = iaf.n_out if iaf is not None else op.n_out
+        ip[1] = int(np.prod(op.in_shape))
+        ip[2] = n
+        ip[3] = n_out
+        n_out += n
+        m = op.module
+        if op.kind in ("conv", "linear", "pool"):
+            ip[4] = n_acc
+            n_acc += op.n_out
+        if op.kind in ("conv", "linear"):
+            w = m.weight.detach().to("cpu", torch.float32).double()
+            if op.kind == "conv":
+                co, cig, kh, kw = w.shape
+                g = m.groups
+                # (G, cog, cig, kh, kw) -> (G, cig, kh, kw, cog): a row of output channels
+                # per (input channel, kernel offset), contiguous for the scatter
+                w = w.reshape(g, co // g, cig, kh, kw).permute(0, 2, 3, 4, 1)
+            else:
+                if _is_spatial(op.layout):  # input flattened from (C, H, W): reorder columns
+                    c, h, wd = op.layout
+                    w = w.reshape(-1, c, h, wd).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+                w = w.t()
+            w = np.ascontiguousarray(w.numpy()).reshape(-1)
+            ip[6] = n_w
+            n_w += w.size
+            weights.append(w)
+            if m.bias is not None:
+                b = m.bias.detach().to("cpu", torch.float32).double().numpy().reshape(-1)
+                ip[7], ip[8] = n_b, 1
+                n_b += b.size
+                biases.append(b)
+        if op.kind in ("conv", "pool"):
+            c, hi, wi = op.in_shape
+            co, ho, wo = op.out_shape
+            kh, kw = _pair(m.kernel_size)
+            ip[9:15] = (hi, wi, ho, wo, kh, kw)
+            ip[18], ip[19] = c, co
+            tab = _geometry_tables(op)
+            ip[20] = n_tab
+            n_tab += tab.size
+            tables.append(tab)
+            ip[5] = n_stamp
+        if op.kind == "conv":
+            ip[0] = OP_CONV_IAF if fused else OP_CONV
+            g = m.groups
+            ip[15:18] = (c // g, co // g, g)
+            n_stamp += ho * wo
+        elif op.kind == "pool":
+            ip[0] = OP_POOL
+            fp[4] = np.float32(m.divisor_override if m.divisor_override else kh * kw)
+            n_stamp += op.n_out
+        elif op.kind == "linear":
+            ip[0] = OP_LINEAR
+        else:
+            ip[0] = OP_IAF
+            ip[5] = n_stamp
+            n_stamp += n
+            ip[19] = op.layout[0] if _is_spatial(op.layout) else 1
+        if iaf is not None:
+            ip[21] = iaf.spike_mode
+            ip[22] = iaf.reset_mode
+            ip[23] = iaf.min_v_mem is not None
+            ip[24] = n_v
+            ip[25] = n_counts
+            capacity = n // ip[19] if fused else n  # pending positions or neurons
+            ip[26] = n_pend
+            ip[27] = capacity
+            spiking.append((n_counts, n, iaf))
+            n_v += n
+            n_counts += n
+            n_pend += 2 * capacity
+            fp[0] = iaf.threshold
+            fp[1] = iaf.subtract
+            fp[2] = iaf.reset_value
+            fp[3] = iaf.min_v_mem if iaf.min_v_mem is not None else 0.0
+            fp[5] = _first_spiking_v(iaf.threshold, iaf.spike_mode)
+        rows.append(ip)
+        frows.append(fp)
+        k += 2 if fused else 1
+    sizes = np.array(
+        [n_out, max(n_acc, 1), max(n_stamp, 1), max(n_v, 1), n_counts, max(n_pend, 1), widest],
+        np.int64,
+    )
+    return _Program(
+        np.stack(rows), np.stack(frows),
+        np.concatenate(weights) if weights else np.zeros(1),
+        np.concatenate(biases),
+        np.concatenate(tables) if tables else np.zeros(1, np.int32),
+        sizes, spiking,
+    )
+
+
+@torch.no_grad()
+def simulate_fast_cpu(
+    model: nn.Module,
+    raster: torch.Tensor,
+    checkpoints: np.ndarray,
+    n_threads: int | None = None,
+) -> SimulationResult:
+    """Event-driven simulation on the CPU (numba); same results as :func:`simulate_sinabs`.
+
+    Samples are split over ``n_threads`` threads (default: ``torch.get_num_threads()``, so
+    that ``torch.set_num_threads`` governs both backends).
+    """
+    _check_raster(raster)
+    batch, steps = int(raster.shape[0]), int(raster.shape[1])
+    in_shape = tuple(int(s) for s in raster.shape[2:])
+    ops = parse_model(model, in_shape)
+    ck = _checkpoint_steps(checkpoints, steps)
+    prog = _compile_program(ops)
+    frames = raster.detach().to("cpu", torch.float32).reshape(batch, steps, -1)
+    frames = np.ascontiguousarray(frames.numpy())
+    # the kernel indexes spatial input channel-last
+    in_c, in_hw = (in_shape[0], in_shape[1] * in_shape[2]) if len(in_shape) == 3 else (0, 0)
+    ck_unique, ck_inverse = np.unique(ck, return_inverse=True)
+    last_off, last_n, last = prog.spiking[-1]
+    counts = np.zeros((batch, prog.sizes[4]), np.int32)
+    snaps = np.zeros((batch, len(ck_unique), last_n), np.int32)
+
+    def run(b0: int, b1: int) -> None:
+        _run_samples(
+            frames, b0, b1, in_c, in_hw, prog.ip, prog.fp, prog.weights, prog.biases,
+            prog.tables, prog.sizes, ck_unique.astype(np.int64), last_off, counts, snaps,
+        )
+
+    threads = max(1, min(batch, torch.get_num_threads() if n_threads is None else n_threads))
+    bounds = [batch * i // threads for i in range(threads + 1)]
+    if threads == 1:
+        run(0, batch)
+    else:  # the kernel releases the GIL
+        with ThreadPoolExecutor(threads) as pool:
+            for f in [pool.submit(run, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
+                f.result()
+    layer_counts = [
+        _to_torch_order(counts[:, off: off + n], op.layout, op.out_shape)
+        for off, n, op in prog.spiking
+    ]
+    over_time = _to_torch_order(snaps, last.layout, (last.n_out,))
+    over_time = over_time[:, ck_inverse.reshape(-1)] if ck.size else over_time[:, :0]
+    return SimulationResult(layer_counts, np.ascontiguousarray(over_time))
+
+
+# --------------------------------------------------------------------------------------
+# Fast path elsewhere (CUDA): dense torch, time in chunks, no autograd machinery
+# --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def simulate_fast_torch(
+    model: nn.Module,
+    raster: torch.Tensor,
+    checkpoints: np.ndarray,
+    device: str | torch.device | None = None,
+    chunk_elements: int = 1 << 26,
+) -> SimulationResult:
+    """Dense simulation with torch operators on any device, time processed in chunks.
+
+    Every operation is the one sinabs uses (the model's own convolution / pooling /
+    linear layers, the IAF update written out as sinabs writes it), so on the CPU the
+    results are identical to :func:`simulate_sinabs`. Memory stays bounded: at most
+    about ``chunk_elements`` floats of any layer's activity are alive at once.
+    """
+    _check_raster(raster)
+    dev = torch.device(device) if device is not None else raster.device
+    batch, steps = int(raster.shape[0]), int(raster.shape[1])
+    ops = parse_model(model, tuple(raster.shape[2:]))
+    ck = torch.as_tensor(_checkpoint_steps(checkpoints, steps), dtype=torch.long, device=dev)
+    widest = max(max(int(np.prod(op.in_shape)), op.n_out) for op in ops)
+    chunk = max(1, min(steps, chunk_elements // max(1, batch * widest)))
+
+    params = []
+    for op in ops:
+        m = op.module
+        if op.kind in ("conv", "linear"):
+            params.append(
+                (m.weight.detach().to(dev, torch.float32),
+                 None if m.bias is None else m.bias.detach().to(dev, torch.float32))
+            )
+        else:
+            params.append(None)
+    state = [torch.zeros((batch, *op.out_shape), device=dev) if op.kind == "iaf" else None
+             for op in ops]
+    counts = [torch.zeros((batch, *op.out_shape), device=dev) if op.kind == "iaf" else None
+              for op in ops]
+    consts = [
+        None if op.kind != "iaf" else (
+            torch.tensor(op.threshold, device=dev),
+            torch.tensor(op.subtract, device=dev),
+            torch.tensor(op.reset_value, device=dev),
+            None if op.min_v_mem is None else torch.tensor(op.min_v_mem, device=dev),
+        )
+        for op in ops
+    ]
+    out_running = torch.zeros((batch, ops[-1].n_out), device=dev)
+    snaps = torch.zeros((batch, len(ck), ops[-1].n_out), device=dev)
+    for t0 in range(0, steps, chunk):
+        t1 = min(steps, t0 + chunk)
+        x = raster[:, t0:t1].to(dev, torch.float32).flatten(0, 1)
+        for k, op in enumerate(ops):
+            m = op.module
+            x = x.reshape(x.shape[0], *op.in_shape)
+            if op.kind == "conv":
+                wt, bs = params[k]
+                x = F.conv2d(x, wt, bs, m.stride, m.padding, m.dilation, m.groups)
+            elif op.kind == "linear":
+                wt, bs = params[k]
+                x = F.linear(x, wt, bs)
+            elif op.kind == "pool":
+                x = m(x)
+            else:
+                x = _iaf_chunk(op, x.reshape(batch, t1 - t0, *op.out_shape), state, k, consts[k])
+                counts[k] += x.sum(1)
+                if k == len(ops) - 1:
+                    cum = out_running[:, None] + x.reshape(batch, t1 - t0, -1).cumsum(1)
+                    out_running = cum[:, -1]
+                    sel = (ck >= t0) & (ck < t1)
+                    if sel.any():
+                        snaps[:, sel] = cum[:, ck[sel] - t0]
+                x = x.flatten(0, 1)
+    layer_counts = [c.round().to(torch.int32).cpu().numpy() for c in counts if c is not None]
+    return SimulationResult(layer_counts, snaps.round().to(torch.int32).cpu().numpy())
+
+
+def _iaf_chunk(op: _Op, x: torch.Tensor, state: list, k: int, consts) -> torch.Tensor:
+    """The sinabs IAF update (lif_forward_single with alpha=1), step by step over a chunk."""
+    thr, sub, rv, vmin = consts
+    v = state[k]
+    out = torch.empty_like(x)
+    for t in range(x.shape[1]):
+        v = v + x[:, t]
+        if op.spike_mode == SPIKE_MULTI:
+            s = (v > 0) * torch.div(v, thr, rounding_mode="trunc")
+        else:
+            s = (v - thr >= 0).float()
+        if op.reset_mode == RESET_SUBTRACT:
+            v = v - s * sub
+        else:
+            v = v * (s == 0).float() + rv
+        if vmin is not None:
+            v = F.relu(v - vmin) + vmin
+        out[:, t] = s
+    state[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The numba kernel. Activity between operations is a sparse list per sample and step:
+# flat index (channel-last for spatial tensors), spatial position, float32 value. Each
+# operation turns its input list into its output list. Weighted layers accumulate in
+# float64 and round once to float32; pooling rounds the (exact) window sum to float32 and
+# divides in float32, as torch does.
+# --------------------------------------------------------------------------------------
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+# small helpers of the hot loops: inlined, so that no call or array bookkeeping remains
+_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+# Indices of the hot loops are unsigned: numba then skips the negative-index wraparound
+# test, which otherwise keeps LLVM from vectorising the loops.
+_u = np.uint64
+
+
+@_inline
+def _clip(v, has_min, vmin):
+    """relu(v - min_v_mem) + min_v_mem, as sinabs writes it (not max(v, min))."""
+    d = v - vmin
+    return ((np.float32(0.0) if d < 0 else d) + vmin) if has_min else v
+
+
+@_inline
+def _iaf_update(v, x, thr, vfirst, multi, to_value, sub, rv, has_min, vmin):
+    """One sinabs IAF step of one neuron: the same float32 operations in the same order.
+
+    ``vfirst`` is the smallest membrane that spikes (see ``_first_spiking_v``). For a
+    neuron that does not spike the spike count is (+-)0, so ``v - s * sub`` is ``v`` and
+    ``v * (s == 0)`` is ``v``: sinabs's arithmetic, written without branches.
+    """
+    zero, one = np.float32(0.0), np.float32(1.0)
+    v = v + x
+    spikes = v >= vfirst
+    # MultiSpike: (v > 0) * trunc(v / thr); SingleSpike: (v - thr >= 0)
+    s = (np.float32(np.floor(v / thr)) if multi else one) if spikes else zero
+    # MembraneReset: v * (spikes == 0) + reset_value; MembraneSubtract: v - spikes * sub
+    v = (v * (zero if spikes else one) + rv) if to_value else (v - s * sub)
+    return _clip(v, has_min, vmin), s
+
+
+@_inline
+def _moves_at_rest(v, vfirst, to_value, rv, has_min, vmin):
+    """Would a step without input change this neuron (spike, reset value, clip)?"""
+    w = (v + rv) if to_value else v
+    return (v >= vfirst) | (_clip(w, has_min, vmin) != v)
+
+
+@_jit
+def _scatter_conv(ip, buf_idx, buf_pos, buf_val, src, n_in, w, acc, stamp, pos, tab, cur):
+    """Add each input's contribution to the accumulators of the positions it reaches;
+    return the number of positions touched (listed in ``pos``)."""
+    hi, wi, wo, kh, kw = ip[9], ip[10], ip[12], ip[13], ip[14]
+    cig, cog, groups, ci, co = ip[15], ip[16], ip[17], ip[18], ip[19]
+    aoff, soff, woff = ip[4], ip[5], ip[6]
+    t_y, t_x = ip[20], ip[20] + hi * wi
+    t_rows = t_x + hi * wi
+    t_cols = t_rows + hi * kh
+    npos = 0
+    for e in range(n_in):
+        r = buf_pos[src + e]
+        c = buf_idx[src + e] - r * ci
+        p = np.float64(buf_val[src + e])
+        y = tab[t_y + r]
+        x = tab[t_x + r]
+        g = c // cig if groups > 1 else 0
+        for ky in range(kh):
+            oy = tab[t_rows + y * kh + ky]
+            if oy < 0:
+                continue
+            for kx in range(kw):
+                ox = tab[t_cols + x * kw + kx]
+                if ox < 0:
+                    continue
+                q = oy * wo + ox
+                a = aoff + q * co
+                if stamp[soff + q] != cur:
+                    stamp[soff + q] = cur
+                    pos[soff + npos] = q
+                    npos += 1
+                    _zero(acc, a, co)
+                ab = _u(a + g * cog)
+                wb = _u(woff + ((c * kh + ky) * kw + kx) * cog)
+                for j in range(_u(cog)):
+                    acc[ab + j] += p * w[wb + j]
+    return npos
+
+
+@_inline
+def _zero(acc, start, count):
+    start = _u(start)
+    for j in range(_u(count)):
+        acc[start + j] = 0.0
+
+
+@_jit
+def _emit_conv(ip, npos, bias, acc, stamp, pos, cur, buf_idx, buf_pos, buf_val, dst):
+    """The convolution's output as a sparse list (every position when there is a bias)."""
+    ho, wo, co = ip[11], ip[12], ip[19]
+    aoff, soff, boff, has_bias = ip[4], ip[5], ip[7], ip[8] != 0
+    n = 0
+    for e in range(ho * wo if has_bias else npos):
+        q = e if has_bias else pos[soff + e]
+        a = aoff + q * co
+        if stamp[soff + q] != cur:  # only with a bias: no input here
+            _zero(acc, a, co)
+        for o in range(co):
+            val = np.float32(acc[a + o] + bias[boff + o])
+            if val != 0:
+                buf_idx[dst + n] = q * co + o
+                buf_pos[dst + n] = q
+                buf_val[dst + n] = val
+                n += 1
+    return n
+
+
+@_inline
+def _iaf_position(q, ip, fp, bias, acc, v, sbuf, buf_idx, buf_pos, buf_val, dst, n, counts, b):
+    """Update the membranes of all channels at position ``q`` with the input in the
+    accumulator; emit spikes after ``n`` entries of the output list. Returns the new
+    output length and whether the position must be updated at the next step even
+    without input. The loop over channels has no branches, so it runs in SIMD lanes."""
+    co, aoff, boff, voff, coff = ip[19], ip[4], ip[7], ip[24], ip[25]
+    multi, to_value, has_min = ip[21] == SPIKE_MULTI, ip[22] == RESET_TO_VALUE, ip[23] != 0
+    thr, sub, rv, vmin, vfirst = fp[0], fp[1], fp[2], fp[3], fp[5]
+    a = _u(aoff + q * co)
+    bo = _u(boff)
+    vo = _u(voff + q * co)
+    n_spiking = 0
+    n_moving = 0
+    for o in range(_u(co)):
+        v1, s = _iaf_update(v[vo + o], np.float32(acc[a + o] + bias[bo + o]), thr, vfirst,
+                            multi, to_value, sub, rv, has_min, vmin)
+        v[vo + o] = v1
+        sbuf[o] = s
+        n_spiking += s != 0
+        n_moving += _moves_at_rest(v1, vfirst, to_value, rv, has_min, vmin)
+    if n_spiking:
+        for o in range(co):
+            if sbuf[o] != 0:
+                buf_idx[dst + n] = q * co + o
+                buf_pos[dst + n] = q
+                buf_val[dst + n] = sbuf[o]
+                n += 1
+                counts[b, coff + q * co + o] += np.int32(sbuf[o])
+    return n, n_moving > 0
+
+
+@_jit
+def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, sbuf, pend, pend_n, pend_sel, k,
+              buf_idx, buf_pos, buf_val, dst, counts, b):
+    """IAF layer fed by a convolution: update the touched and the pending positions (all
+    positions when the convolution has a bias)."""
+    ho, wo, co, aoff, soff, has_bias = ip[11], ip[12], ip[19], ip[4], ip[5], ip[8] != 0
+    cap = ip[27]
+    old = ip[26] + pend_sel[k] * cap
+    new = ip[26] + (1 - pend_sel[k]) * cap
+    n_old = 0 if has_bias else pend_n[k]
+    n_in = ho * wo if has_bias else npos
+    n = 0
+    n_new = 0
+    for e in range(n_in + n_old):
+        if e < n_in:
+            q = e if has_bias else pos[soff + e]
+        else:
+            q = pend[old + e - n_in]
+        if stamp[soff + q] != cur:  # no input here (pending, or a bias only)
+            if e >= n_in:
+                stamp[soff + q] = cur  # update once
+            _zero(acc, aoff + q * co, co)
+        elif e >= n_in:
+            continue  # got input, already updated
+        n, moves = _iaf_position(q, ip, fp, bias, acc, v, sbuf, buf_idx, buf_pos, buf_val,
+                                 dst, n, counts, b)
+        if moves and not has_bias:
+            pend[new + n_new] = q
+            n_new += 1
+    pend_n[k] = n_new
+    pend_sel[k] = 1 - pend_sel[k]
+    return n
+
+
+@_jit
+def _pool(ip, div, buf_idx, buf_pos, buf_val, src, n_in, dst, acc, stamp, pos, pos2, tab, cur):
+    hi, wi, wo, ci = ip[9], ip[10], ip[12], ip[18]
+    aoff, soff = ip[4], ip[5]
+    t_y, t_x = ip[20], ip[20] + hi * wi
+    t_rows = t_x + hi * wi
+    t_cols = t_rows + 2 * hi
+    npos = 0
+    for e in range(n_in):
+        r = buf_pos[src + e]
+        c = buf_idx[src + e] - r * ci
+        p = np.float64(buf_val[src + e])
+        y = tab[t_y + r]
+        x = tab[t_x + r]
+        for oy in range(tab[t_rows + 2 * y], tab[t_rows + 2 * y + 1] + 1):
+            for ox in range(tab[t_cols + 2 * x], tab[t_cols + 2 * x + 1] + 1):
+                q = oy * wo + ox
+                o = q * ci + c
+                if stamp[soff + o] != cur:
+                    stamp[soff + o] = cur
+                    pos[soff + npos] = o
+                    pos2[soff + npos] = q
+                    npos += 1
+                    acc[aoff + o] = p
+                else:
+                    acc[aoff + o] += p
+    n = 0
+    for e in range(npos):
+        o = pos[soff + e]
+        val = np.float32(acc[aoff + o]) / div
+        if val != 0:
+            buf_idx[dst + n] = o
+            buf_pos[dst + n] = pos2[soff + e]
+            buf_val[dst + n] = val
+            n += 1
+    return n
+
+
+@_jit
+def _linear(ip, buf_idx, buf_pos, buf_val, src, n_in, dst, w, bias, acc):
+    nout, aoff, woff, boff, has_bias = ip[2], ip[4], ip[6], ip[7], ip[8] != 0
+    if n_in == 0 and not has_bias:
+        return 0
+    _zero(acc, aoff, nout)
+    a = _u(aoff)
+    for e in range(n_in):
+        p = np.float64(buf_val[src + e])
+        wb = _u(woff + buf_idx[src + e] * nout)
+        for o in range(_u(nout)):
+            acc[a + o] += p * w[wb + o]
+    n = 0
+    for o in range(nout):
+        val = np.float32(acc[aoff + o] + bias[boff + o])
+        if val != 0:
+            buf_idx[dst + n] = o
+            buf_pos[dst + n] = o
+            buf_val[dst + n] = val
+            n += 1
+    return n
+
+
+@_jit
+def _iaf(ip, fp, buf_idx, buf_pos, buf_val, src, n_in, dst, v, stamp, cur, pend, pend_n,
+         pend_sel, k, counts, b):
+    """IAF layer fed by a sparse list: update the neurons that got input or were pending;
+    emit spikes; collect the neurons whose state would still change with no input."""
+    soff, voff, coff, cap, chans = ip[5], ip[24], ip[25], ip[27], ip[19]
+    multi, to_value, has_min = ip[21] == SPIKE_MULTI, ip[22] == RESET_TO_VALUE, ip[23] != 0
+    thr, sub, rv, vmin, vfirst = fp[0], fp[1], fp[2], fp[3], fp[5]
+    zero = np.float32(0.0)
+    old = ip[26] + pend_sel[k] * cap
+    new = ip[26] + (1 - pend_sel[k]) * cap
+    n_old = pend_n[k]
+    n_new = 0
+    n = 0
+    for e in range(n_in + n_old):
+        if e < n_in:
+            i = buf_idx[src + e]
+            x = buf_val[src + e]
+            if n_old:
+                stamp[soff + i] = cur
+        else:
+            i = pend[old + e - n_in]
+            if n_in and stamp[soff + i] == cur:
+                continue
+            x = zero
+        v1, s = _iaf_update(v[voff + i], x, thr, vfirst, multi, to_value, sub, rv, has_min, vmin)
+        v[voff + i] = v1
+        if s != zero:
+            buf_idx[dst + n] = i
+            buf_pos[dst + n] = buf_pos[src + e] if e < n_in else i // chans
+            buf_val[dst + n] = s
+            n += 1
+            counts[b, coff + i] += np.int32(s)
+        if _moves_at_rest(v1, vfirst, to_value, rv, has_min, vmin):
+            pend[new + n_new] = i
+            n_new += 1
+    pend_n[k] = n_new
+    pend_sel[k] = 1 - pend_sel[k]
+    return n
+
+
+@_jit
+def _scan(frame, in_c, in_hw, buf_idx, buf_pos, buf_val):
+    """The non-zero pixels of one input frame, indexed channel-last when spatial. Blocks
+    of 16 pixels are skipped with one test on their bits (a vectorised OR)."""
+    planes = max(in_c, 1)
+    hw = in_hw if in_c > 0 else frame.shape[0]
+    bits = frame.view(np.uint32)
+    n = 0
+    for c in range(planes):
+        base = _u(c * hw)
+        for start in range(0, hw, 16):
+            stop = min(hw, start + 16)
+            any_bits = np.uint32(0)
+            for r in range(_u(start), _u(stop)):
+                any_bits |= bits[base + r]
+            if any_bits:
+                for r in range(start, stop):
+                    x = frame[base + _u(r)]
+                    if x != 0:
+                        buf_idx[n] = r * planes + c if in_c > 0 else r
+                        buf_pos[n] = r
+                        buf_val[n] = x
+                        n += 1
+    return n
+
+
+@_jit
+def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, last_off,
+                 counts, snaps):
+    """Simulate samples ``b0 .. b1-1``, writing their rows of ``counts`` and ``snaps``.
+    Releases the GIL: threads run disjoint ranges of samples."""
+    _, steps, d = frames.shape
+    nops = ip.shape[0]
+    last_n = snaps.shape[2]
+    buf_idx = np.empty(d + sizes[0], np.int32)
+    buf_pos = np.empty(d + sizes[0], np.int32)
+    buf_val = np.empty(d + sizes[0], np.float32)
+    acc = np.zeros(sizes[1], np.float64)
+    stamp = np.zeros(sizes[2], np.int64)
+    pos = np.zeros(sizes[2], np.int32)
+    pos2 = np.zeros(sizes[2], np.int32)
+    v = np.zeros(sizes[3], np.float32)
+    pend = np.zeros(sizes[5], np.int32)
+    sbuf = np.zeros(sizes[6], np.float32)
+    pend_n = np.zeros(nops, np.int64)
+    pend_sel = np.zeros(nops, np.int64)
+    cur = 0
+    for b in range(b0, b1):
+        for k in range(nops):
+            typ = ip[k, 0]
+            if typ == OP_IAF or typ == OP_CONV_IAF:
+                v[ip[k, 24]: ip[k, 24] + ip[k, 2]] = 0
+                pend_sel[k] = 0
+                pend_n[k] = 0
+                if _moves_at_rest(np.float32(0.0), fp[k, 5], ip[k, 22] == RESET_TO_VALUE,
+                                  fp[k, 2], ip[k, 23] != 0, fp[k, 3]):
+                    # the initial state is not at rest: update everything once
+                    cap = ip[k, 27]
+                    for i in range(cap):
+                        pend[ip[k, 26] + i] = i
+                    pend_n[k] = cap
+        ck_ptr = 0
+        for t in range(steps):
+            cur += 1
+            n = _scan(frames[b, t], in_c, in_hw, buf_idx, buf_pos, buf_val)
+            src = 0
+            for k in range(nops):
+                typ = ip[k, 0]
+                dst = d + ip[k, 3]
+                if typ == OP_CONV_IAF:
+                    npos = _scatter_conv(ip[k], buf_idx, buf_pos, buf_val, src, n, w, acc,
+                                         stamp, pos, tab, cur)
+                    n = _conv_iaf(ip[k], fp[k], npos, bias, acc, stamp, pos, cur, v, sbuf,
+                                  pend, pend_n, pend_sel, k, buf_idx, buf_pos, buf_val, dst,
+                                  counts, b)
+                elif typ == OP_CONV:
+                    npos = _scatter_conv(ip[k], buf_idx, buf_pos, buf_val, src, n, w, acc,
+                                         stamp, pos, tab, cur)
+                    n = _emit_conv(ip[k], npos, bias, acc, stamp, pos, cur, buf_idx,
+                                   buf_pos, buf_val, dst)
+                elif typ == OP_POOL:
+                    n = _pool(ip[k], fp[k, 4], buf_idx, buf_pos, buf_val, src, n, dst, acc,
+                              stamp, pos, pos2, tab, cur)
+                elif typ == OP_LINEAR:
+                    n = _linear(ip[k], buf_idx, buf_pos, buf_val, src, n, dst, w, bias, acc)
+                else:
+                    n = _iaf(ip[k], fp[k], buf_idx, buf_pos, buf_val, src, n, dst, v, stamp,
+                             cur, pend, pend_n, pend_sel, k, counts, b)
+                src = dst
+            while ck_ptr < ck.shape[0] and ck[ck_ptr] == t:
+                for j in range(last_n):
+                    snaps[b, ck_ptr, j] = counts[b, last_off + j]
+                ck_ptr += 1

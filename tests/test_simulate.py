@@ -1,0 +1,326 @@
+"""The fast simulation backend against the sinabs reference.
+
+With dyadic weights (multiples of 1/16) and pooling windows of 2x2 every synaptic sum is
+exact in float32, whatever the order in which torch adds it up; there the backends must
+agree exactly, spike for spike, for any threshold, reset, spike function and membrane
+bound (those are elementwise float32 operations that the fast backend repeats in sinabs's
+order). With arbitrary float weights torch's float32 sums can differ from the correctly
+rounded ones that the fast backend uses by an ulp or a few, so there the check is the
+tolerance of the issue: identical predictions, spike totals within 0.1 %.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sinabs
+import sinabs.layers as sl
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sinabs.activation import MembraneReset, MembraneSubtract, MultiSpike, SingleSpike
+from torch import nn
+
+from spikescale.simulate import simulate, simulate_fast_cpu, simulate_fast_torch
+
+torch.set_grad_enabled(False)
+
+
+def iaf(cfg: dict) -> sl.IAFSqueeze:
+    return sl.IAFSqueeze(
+        num_timesteps=-1,
+        batch_size=1,
+        spike_threshold=cfg["threshold"],
+        spike_fn=cfg["spike_fn"],
+        reset_fn=cfg["reset_fn"],
+        min_v_mem=cfg["min_v_mem"],
+    )
+
+
+def assert_same(a, b) -> None:
+    assert len(a.layer_counts) == len(b.layer_counts)
+    for i, (x, y) in enumerate(zip(a.layer_counts, b.layer_counts)):
+        assert x.shape == y.shape, (i, x.shape, y.shape)
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y, err_msg=f"spiking layer {i}")
+    assert a.output_over_time.shape == b.output_over_time.shape
+    np.testing.assert_array_equal(a.output_over_time, b.output_over_time)
+
+
+# ---------------------------------------------------------------------------------------
+# random networks
+
+
+@st.composite
+def neuron_configs(draw) -> dict:
+    reset = draw(st.sampled_from(["subtract", "subtract_value", "zero", "value"]))
+    if reset == "subtract":
+        reset_fn = MembraneSubtract()
+    elif reset == "subtract_value":
+        reset_fn = MembraneSubtract(subtract_value=draw(st.floats(0.25, 2.0, width=32)))
+    elif reset == "zero":
+        reset_fn = MembraneReset()
+    else:  # sinabs adds a non-zero reset value to every non-spiking neuron at every step
+        reset_fn = MembraneReset(reset_value=draw(st.floats(-0.5, 0.5, width=32)))
+    return {
+        "spike_fn": draw(st.sampled_from([MultiSpike, SingleSpike])),
+        "reset_fn": reset_fn,
+        "threshold": draw(st.floats(0.25, 3.0, width=32)),
+        # a positive bound too: then the resting state moves at the first step
+        "min_v_mem": draw(st.one_of(st.none(), st.floats(-3.0, 0.5, width=32))),
+    }
+
+
+@st.composite
+def cases(draw):
+    """(model, raster, checkpoints): a conv / pool / linear stack as sinabs's conversion
+    builds it (and some it does not: pooling before the neurons, two weighted layers in a
+    row, neurons on a flattened map), with neuron settings drawn per layer."""
+    cfg = draw(neuron_configs())  # most layers share one setting, as after conversion
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    batch = draw(st.integers(1, 3))
+    steps = draw(st.integers(1, 24))
+    mlp = draw(st.integers(0, 3)) == 0  # a quarter: 1-d input, linear layers only
+    layers: list[nn.Module] = []
+    if mlp:
+        in_shape: tuple[int, ...] = (draw(st.integers(1, 40)),)
+        shape = in_shape
+    else:
+        in_shape = (draw(st.integers(1, 3)), draw(st.integers(3, 10)), draw(st.integers(3, 10)))
+        shape = in_shape
+        for _ in range(draw(st.integers(1, 3))):
+            c, h, w = shape
+            k = draw(st.integers(1, min(3, h, w)))
+            stride = draw(st.sampled_from([1, 1, 2]))
+            padding = draw(st.integers(0, k // 2 + (k > 1)))
+            dilation = 2 if (min(h, w) + 2 * padding > 2 * k and draw(st.integers(0, 3)) == 0) else 1
+            out_c = draw(st.integers(1, 5))
+            groups = draw(st.sampled_from([g for g in (1, 2, 3) if c % g == 0 and out_c % g == 0]))
+            layers.append(
+                nn.Conv2d(c, out_c, k, stride, padding, dilation, groups, bias=draw(st.booleans()))
+            )
+            h = (h + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+            w = (w + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+            shape = (out_c, h, w)
+            pool_before = min(h, w) >= 2 and draw(st.integers(0, 4)) == 0
+            if pool_before:  # pooling of the currents, before the neurons
+                layers.append(nn.AvgPool2d(2))
+                shape = (out_c, h // 2, w // 2)
+            elif draw(st.integers(0, 5)) == 0:
+                continue  # two weighted layers without neurons in between
+            layers.append(iaf(draw(neuron_configs()) if draw(st.integers(0, 3)) == 0 else cfg))
+            if min(shape[1:]) >= 2 and draw(st.booleans()):
+                layers.append(nn.AvgPool2d(2))
+                shape = (shape[0], shape[1] // 2, shape[2] // 2)
+        layers.append(nn.Flatten())
+        shape = (int(np.prod(shape)),)
+    if mlp or draw(st.integers(0, 5)) > 0:
+        for _ in range(draw(st.integers(1, 2))):
+            out = draw(st.integers(1, 6))
+            layers += [nn.Linear(shape[0], out, bias=draw(st.booleans())), iaf(cfg)]
+            shape = (out,)
+    else:
+        layers.append(iaf(cfg))  # neurons on the flattened feature map
+    for m in layers:
+        # dyadic weights, mostly excitatory so that spikes flow, scaled down by a power of
+        # two with the fan-in so that activity stays in the range where float32 sums of
+        # them are exact (below 2**24 units of the finest weight)
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            unit = 16.0 * 2.0 ** max(0, int(np.ceil(np.log2(fan_in / 4))))
+            m.weight.copy_(torch.from_numpy(rng.integers(-20, 36, m.weight.shape) / unit))
+            if m.bias is not None:
+                m.bias.copy_(torch.from_numpy(rng.integers(-8, 9, m.bias.shape) / 16.0))
+    density = draw(st.sampled_from([0.05, 0.2, 0.6]))
+    active = rng.random((batch, steps, *in_shape)) < density
+    raster = torch.from_numpy(active * rng.integers(1, 4, active.shape)).float()
+    checkpoints = np.array(
+        draw(st.lists(st.integers(-steps, steps - 1), min_size=1, max_size=4)), dtype=np.int64
+    )
+    return nn.Sequential(*layers), raster, checkpoints
+
+
+SETTINGS = settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@SETTINGS
+@given(cases())
+def test_fast_cpu_equals_sinabs_exactly(case):
+    model, raster, checkpoints = case
+    reference = simulate(model, raster, checkpoints, backend="sinabs")
+    assert_same(simulate(model, raster, checkpoints, backend="fast"), reference)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.integers(1, 7))
+def test_fast_torch_equals_sinabs_exactly(case, chunk):
+    """The dense torch path (the one that runs on CUDA), with time split into chunks."""
+    model, raster, checkpoints = case
+    reference = simulate(model, raster, checkpoints, backend="sinabs")
+    per_step = max(int(np.prod(raster.shape[2:])), 1) * raster.shape[0]
+    fast = simulate_fast_torch(model, raster, checkpoints, chunk_elements=chunk * per_step * 8)
+    assert_same(fast, reference)
+
+
+# ---------------------------------------------------------------------------------------
+# an N-MNIST-like network with arbitrary float weights
+
+
+def sparse_stream(batch: int, steps: int, seed: int) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    active = rng.random((batch, steps, 2, 16, 16)) < 0.02
+    return torch.from_numpy(active * rng.integers(1, 3, active.shape)).float()
+
+
+def nmnist_like(spike_fn, reset_fn, min_v_mem, steps: int, factor: float = 8.0):
+    """A smaller cousin of the benchmark's CNN, normalised on whole-sample frames (99th
+    percentile of the non-zero activations per layer) and scaled by ``factor``."""
+    torch.manual_seed(0)
+    cnn = nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 4 * 4, 10, bias=False),
+    )
+    x, previous = sparse_stream(32, steps, seed=99).sum(1), 1.0
+    for m in cnn:
+        x = m(x)
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            scale = float(np.percentile(x[x > 0].numpy(), 99))
+            m.weight.mul_(previous / scale)
+            x, previous = x / scale, 1.0
+    cnn[0].weight.mul_(factor)
+    return sinabs.from_model(
+        cnn, input_shape=(2, 16, 16), num_timesteps=steps, add_spiking_output=True,
+        spike_threshold=1.0, spike_fn=spike_fn, reset_fn=reset_fn, min_v_mem=min_v_mem,
+    ).spiking_model
+
+
+def predictions(counts: np.ndarray) -> np.ndarray:
+    pred = counts.argmax(1)
+    pred[counts.sum(1) == 0] = -1
+    return pred
+
+
+@pytest.mark.parametrize(
+    "spike_fn, reset_fn, min_v_mem",
+    [
+        (MultiSpike, MembraneSubtract(), -1.0),
+        (MultiSpike, MembraneReset(), None),
+        (SingleSpike, MembraneSubtract(), None),
+        (SingleSpike, MembraneReset(), -1.0),
+    ],
+)
+def test_float_weights_agree_with_sinabs(spike_fn, reset_fn, min_v_mem):
+    steps = 100
+    model = nmnist_like(spike_fn, reset_fn, min_v_mem, steps)
+    raster = sparse_stream(24, steps, seed=1)
+    checkpoints = np.array([0, 49, 99])
+    ref = simulate(model, raster, checkpoints, backend="sinabs")
+    fast = simulate(model, raster, checkpoints, backend="fast")
+    assert sum(int(c.sum()) for c in ref.layer_counts[:-1]) > 1000  # the network is active
+    assert (predictions(ref.output_counts) >= 0).mean() > 0.5
+    np.testing.assert_array_equal(predictions(fast.output_counts), predictions(ref.output_counts))
+    for a, b in zip(ref.layer_counts, fast.layer_counts):
+        total = int(a.sum())
+        assert abs(int(b.sum()) - total) <= max(1, total // 1000)
+        # float-order differences move a spike here and there, never many
+        assert (a != b).mean() < 1e-3
+
+
+# ---------------------------------------------------------------------------------------
+# interface
+
+
+def small_model(**kw) -> nn.Sequential:
+    cfg = {"spike_fn": MultiSpike, "reset_fn": MembraneSubtract(), "threshold": 1.0,
+           "min_v_mem": -1.0} | kw
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), iaf(cfg), nn.AvgPool2d(2),
+                         nn.Flatten(), nn.Linear(4 * 4 * 4, 3), iaf(cfg))
+
+
+def test_checkpoints_read_cumulative_output():
+    model = small_model()
+    for m in model:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.weight.mul_(4)
+    raster = sparse_stream(3, 20, seed=2)[:, :, :, :8, :8].contiguous() * 3
+    checkpoints = np.array([19, 0, 5, 5, -1])
+    fast = simulate(model, raster, checkpoints, backend="fast")
+    ref = simulate(model, raster, checkpoints, backend="sinabs")
+    assert fast.output_over_time.shape == (3, 5, 3)
+    np.testing.assert_array_equal(fast.output_over_time[:, 0], fast.output_counts)
+    np.testing.assert_array_equal(fast.output_over_time[:, 4], fast.output_counts)
+    np.testing.assert_array_equal(fast.output_over_time, ref.output_over_time)
+    assert fast.output_counts.sum() > 0
+
+
+def test_sinabs_network_and_explicit_device_are_accepted():
+    model = small_model()
+    net = sinabs.network.Network(None, model)
+    raster = sparse_stream(2, 10, seed=3)[:, :, :, :8, :8].contiguous()
+    a = simulate(net, raster, np.array([9]), backend="fast", device="cpu")
+    b = simulate(model, raster, np.array([9]), backend="sinabs")
+    assert_same(a, b)
+
+
+def test_empty_raster_and_silent_network():
+    model = small_model()
+    raster = torch.zeros(2, 5, 2, 8, 8)
+    out = simulate_fast_cpu(model, raster, np.array([4]))
+    assert all(c.sum() == 0 for c in out.layer_counts)
+    assert [c.shape for c in out.layer_counts] == [(2, 4, 8, 8), (2, 3)]
+
+
+@pytest.mark.parametrize(
+    "layer, needle",
+    [
+        (nn.BatchNorm2d(4), "BatchNorm2d"),
+        (nn.MaxPool2d(2), "MaxPool2d"),
+        (nn.ReLU(), "ReLU"),
+        (sl.LIFSqueeze(tau_mem=10.0, num_timesteps=-1, batch_size=1), "LIFSqueeze"),
+    ],
+)
+def test_unsupported_layer_is_named(layer, needle):
+    model = small_model()
+    model.insert(1, layer)
+    raster = torch.zeros(1, 3, 2, 8, 8)
+    with pytest.raises(ValueError, match=needle) as err:
+        simulate(model, raster, np.array([2]), backend="fast")
+    assert "'1'" in str(err.value)  # the layer's name in the Sequential
+
+
+def test_unsupported_neuron_options_are_named():
+    model = small_model(threshold=torch.ones(4, 8, 8))
+    with pytest.raises(ValueError, match="spike_threshold"):
+        simulate(model, torch.zeros(1, 2, 2, 8, 8), np.array([1]), backend="fast")
+    with pytest.raises(ValueError, match="unknown backend"):
+        simulate(small_model(), torch.zeros(1, 2, 2, 8, 8), np.array([1]), backend="exodus")
+
+
+def test_threads_do_not_change_results():
+    model = nmnist_like(MultiSpike, MembraneSubtract(), -1.0, steps=30)
+    raster = sparse_stream(5, 30, seed=4)
+    one = simulate_fast_cpu(model, raster, np.array([29]), n_threads=1)
+    assert_same(simulate_fast_cpu(model, raster, np.array([29]), n_threads=3), one)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("padding, kernel", [("same", 2), ("same", 3), ("valid", 3), (2, 2)])
+def test_string_and_asymmetric_padding(padding, kernel):
+    torch.manual_seed(1)
+    cfg = {"spike_fn": MultiSpike, "reset_fn": MembraneSubtract(), "threshold": 0.5,
+           "min_v_mem": None}
+    model = nn.Sequential(nn.Conv2d(2, 3, kernel, padding=padding, bias=True), iaf(cfg),
+                          nn.Flatten(), iaf(cfg))
+    model[0].weight.copy_(torch.randint(-8, 24, model[0].weight.shape) / 16)
+    model[0].bias.copy_(torch.randint(-4, 4, model[0].bias.shape) / 16)
+    raster = sparse_stream(2, 12, seed=5)[:, :, :, :7, :6].contiguous()
+    checkpoints = np.array([3, 11])
+    assert_same(
+        simulate(model, raster, checkpoints, backend="fast"),
+        simulate(model, raster, checkpoints, backend="sinabs"),
+    )
