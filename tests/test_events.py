@@ -52,7 +52,7 @@ def test_writing_is_atomic(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ev.pq, "write_table", boom)
+    monkeypatch.setattr(ev.pq.ParquetWriter, "write_table", boom)
     with pytest.raises(OSError):
         write_events(_set(), tmp_path / "s.parquet")
     assert list(tmp_path.iterdir()) == []

@@ -1,15 +1,38 @@
-"""The `events` stage: a dataset's train and test splits as event stores."""
+"""The `events` stage: a dataset's train and test splits as event stores.
+
+Tonic datasets are streamed: recordings are read one by one and written in chunks of
+samples (about :data:`CHUNK_EVENTS` events each), so memory is bounded by a chunk, not by
+the dataset (full N-MNIST is about 290 M events, 3.8 GB as events alone). The built-in
+``digits`` set is small and is built whole.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from spikescale.events import EventSet, write_events
+import numpy as np
+
+from spikescale.events import EventSet, EventStoreWriter, from_samples
 from spikescale.params import DatasetParams
+
+CHUNK_EVENTS = 4_000_000  # events per chunk written (52 MB as EVENT_DTYPE)
+CHUNK_SAMPLES = 4096  # and at most this many samples
+
+
+@dataclass
+class SplitSource:
+    """One split ready to be read: its sensor, classes, chunks and skipped recordings."""
+
+    sensor_size: tuple[int, int, int]
+    classes: tuple[str, ...]
+    chunks: Callable[[], Iterable[EventSet]]
+    skipped: Callable[[], dict[str, int]]  # complete once the chunks are exhausted
 
 
 def load_splits(p: DatasetParams) -> dict[str, EventSet]:
-    """Both splits of the configured dataset, built in or read through tonic."""
+    """Both splits of the configured dataset, whole in memory (small datasets, tests)."""
     if p.name == "digits":
         from spikescale.digits import make_digits
 
@@ -29,20 +52,96 @@ def load_splits(p: DatasetParams) -> dict[str, EventSet]:
     }
 
 
+def open_splits(p: DatasetParams) -> dict[str, SplitSource]:
+    """Both splits of the configured dataset, located (a missing one fails here), not read."""
+    if p.name == "digits":
+        from spikescale.digits import make_digits
+
+        splits = make_digits(p.digits, p.seed, p.max_samples_per_class)
+        return {
+            split: SplitSource(es.sensor_size, es.classes, lambda es=es: [es], lambda es=es: dict(es.skipped))
+            for split, es in splits.items()
+        }
+    from spikescale.tonic_datasets import open_tonic
+
+    located = {
+        split: open_tonic(
+            p.name,
+            Path(p.root),
+            split,
+            download=p.download,
+            on_bad_sample=p.on_bad_sample,
+            max_samples_per_class=p.max_samples_per_class,
+        )
+        for split in ("train", "test")
+    }
+    return {
+        split: SplitSource(ts.sensor_size, ts.classes, lambda ts=ts: chunked(ts, ts.sensor_size, ts.classes),
+                           lambda ts=ts: dict(ts.skipped))
+        for split, ts in located.items()
+    }
+
+
+def chunked(
+    samples: Iterable[tuple[np.ndarray, int]],
+    sensor_size: tuple[int, int, int],
+    classes: tuple[str, ...],
+    max_events: int | None = None,
+    max_samples: int | None = None,
+) -> Iterator[EventSet]:
+    """``(events, label)`` pairs gathered into EventSets of bounded size, in order.
+
+    A chunk ends before a sample that would take it past ``max_events`` events (default
+    :data:`CHUNK_EVENTS`) or ``max_samples`` samples (:data:`CHUNK_SAMPLES`).
+    """
+    max_events = CHUNK_EVENTS if max_events is None else max_events
+    max_samples = CHUNK_SAMPLES if max_samples is None else max_samples
+    events, labels, total = [], [], 0
+    for ev, label in samples:
+        if events and (total + len(ev) > max_events or len(events) >= max_samples):
+            yield from_samples(events, labels, sensor_size, classes)
+            events, labels, total = [], [], 0
+        events.append(ev)
+        labels.append(label)
+        total += len(ev)
+    if events:
+        yield from_samples(events, labels, sensor_size, classes)
+
+
 def check_split(eventset: EventSet, name: str, split: str) -> None:
-    if len(eventset) == 0:
+    check_summary(eventset.summary(), name, split)
+
+
+def check_summary(summary: dict, name: str, split: str) -> None:
+    if summary["samples"] == 0:
         raise ValueError(f"dataset {name!r}: the {split} split has no samples")
-    if len(eventset.events) == 0:
+    if summary["events"] == 0:
         raise ValueError(f"dataset {name!r}: every recording of the {split} split is empty")
 
 
 def run_events(p: DatasetParams, out_dir: str | Path) -> dict[str, dict]:
-    """Write ``<out_dir>/{train,test}.parquet``; return each split's summary."""
-    splits = load_splits(p)
-    for split, es in splits.items():
-        check_split(es, p.name, split)
+    """Write ``<out_dir>/{train,test}.parquet``; return each split's summary.
+
+    Both files are written in full to temporary files and moved into place only when
+    both splits are complete and valid: a failure leaves neither half-written nor stale.
+    """
+    sources = open_splits(p)
+    writers: list[EventStoreWriter] = []
     summaries = {}
-    for split, es in splits.items():
-        write_events(es, Path(out_dir) / f"{split}.parquet", dataset=p.name, split=split)
-        summaries[split] = es.summary()
+    try:
+        for split, src in sources.items():
+            writer = EventStoreWriter(
+                Path(out_dir) / f"{split}.parquet", src.sensor_size, src.classes, dataset=p.name, split=split
+            )
+            writers.append(writer)
+            for chunk in src.chunks():
+                writer.append(chunk)
+            writer.skipped = src.skipped()
+            summaries[split] = writer.finish()
+            check_summary(summaries[split], p.name, split)
+        for writer in writers:
+            writer.commit()
+    finally:
+        for writer in writers:
+            writer.abort()  # no-op for committed files
     return summaries

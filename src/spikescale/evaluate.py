@@ -64,7 +64,8 @@ def fan_out(segment: nn.Sequential, input_shape: tuple[int, ...]) -> np.ndarray:
             k = layer.kernel_size
             area *= k * k if isinstance(k, int) else math.prod(k)
     x = torch.ones((1, *input_shape), dtype=torch.float64, requires_grad=True)
-    probe(x).sum().backward()
+    with torch.enable_grad():  # callers may run under no_grad
+        probe(x).sum().backward()
     return (x.grad[0] * area).round().numpy()
 
 

@@ -33,7 +33,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +168,29 @@ def load_tonic(
     ``on_bad_sample="skip"`` is left out and counted by reason in ``skipped``.
     ``max_samples_per_class`` keeps the first N usable samples of each class (quick runs);
     files after the N-th of a class are not read. See the module docstring for timestamps.
+    The whole split is in memory; :func:`open_tonic` streams it sample by sample.
+    """
+    return open_tonic(
+        name, root, split, download=download, on_bad_sample=on_bad_sample,
+        max_samples_per_class=max_samples_per_class,
+    ).load()
+
+
+def open_tonic(
+    name: str,
+    root: str | Path,
+    split: str,
+    *,
+    download: bool = False,
+    on_bad_sample: str = "error",
+    max_samples_per_class: int | None = None,
+) -> TonicSplit:
+    """One split of a tonic dataset, found (or downloaded) and checked, not yet read.
+
+    Arguments and the search are those of :func:`load_tonic`, and a missing split or a
+    bad argument fails here, before any recording is read. Iterating the returned
+    :class:`TonicSplit` reads the recordings one by one, in :func:`load_tonic`'s order and
+    with its handling of bad recordings, so memory is bounded by what the caller keeps.
     """
     layout = _layout(name)
     _check_split(split)
@@ -190,7 +213,69 @@ def load_tonic(
     if found is None:
         raise DatasetNotFoundError(_not_found_message(name, root, split, looked, download))
     split_dir, items = found
-    return _read_split(name, split_dir, items, tonic_cls, on_bad_sample, max_samples_per_class)
+    return TonicSplit(name, split_dir, items, tonic_cls, on_bad_sample, max_samples_per_class)
+
+
+class TonicSplit:
+    """A located split of a tonic dataset, read sample by sample when iterated.
+
+    Iterating yields ``(events, label)`` per usable recording (``events`` in
+    :data:`~spikescale.events.EVENT_DTYPE`, sorted by ``t``). ``skipped`` counts the
+    recordings left out by reason, complete once an iteration has ended; an iteration
+    that finds no usable recording raises :class:`BadSampleError` at its end.
+    ``sensor_size`` and ``classes`` are tonic's.
+    """
+
+    def __init__(self, name, split_dir: Path, items, tonic_cls, on_bad_sample, max_per_class) -> None:
+        self.name = name
+        self.split_dir = split_dir
+        self.items = items
+        self.sensor_size = tuple(int(s) for s in tonic_cls.sensor_size)
+        self.classes = tuple(tonic_cls.classes)
+        self.on_bad_sample = on_bad_sample
+        self.max_per_class = max_per_class
+        self.skipped: dict[str, int] = {reason: 0 for reason in SKIP_REASONS}
+
+    def __len__(self) -> int:
+        """Recording files found (an upper bound on the samples yielded)."""
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        from tqdm.auto import tqdm
+
+        layout = _layout(self.name)
+        skipped = Counter({reason: 0 for reason in SKIP_REASONS})
+        kept = Counter()
+        for label, path in tqdm(self.items, desc=f"{layout.title} {self.split_dir.name}", unit="file", disable=None):
+            if self.max_per_class is not None and kept[label] >= self.max_per_class:
+                continue
+            try:
+                events = read_recording(self.name, path)
+            except BadSampleError as err:
+                if self.on_bad_sample == "error":
+                    raise
+                skipped[err.reason] += 1
+                log.warning("skipped %s", err)
+                continue
+            kept[label] += 1
+            yield events, label
+        self.skipped = dict(skipped)
+        if not sum(kept.values()):
+            raise BadSampleError(
+                self.split_dir, "no usable recordings",
+                f"all {sum(skipped.values())} recordings were skipped ({dict(skipped)})",
+            )
+        if sum(skipped.values()):
+            log.warning("%s: skipped %s", self.split_dir, dict(skipped))
+
+    def load(self) -> EventSet:
+        """The whole split in memory (what :func:`load_tonic` returns)."""
+        samples, labels = [], []
+        for events, label in self:
+            samples.append(events)
+            labels.append(label)
+        eventset = from_samples(samples, labels, self.sensor_size, self.classes)
+        return dataclasses.replace(eventset, skipped=dict(self.skipped))
 
 
 # --------------------------------------------------------------------------- finding files
@@ -515,34 +600,3 @@ def read_recording(name: str, path: str | Path) -> np.ndarray:
     except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, ArithmeticError) as err:
         # whatever numpy or tonic's reader trips over on a bad file: name the file
         raise BadSampleError(path, "corrupt", f"unreadable ({type(err).__name__}: {err})") from err
-
-
-def _read_split(name, split_dir, items, tonic_cls, on_bad_sample, max_per_class) -> EventSet:
-    from tqdm.auto import tqdm
-
-    layout = _layout(name)
-    skipped = Counter({reason: 0 for reason in SKIP_REASONS})
-    kept = Counter()
-    samples, labels = [], []
-    for label, path in tqdm(items, desc=f"{layout.title} {split_dir.name}", unit="file", disable=None):
-        if max_per_class is not None and kept[label] >= max_per_class:
-            continue
-        try:
-            samples.append(read_recording(name, path))
-        except BadSampleError as err:
-            if on_bad_sample == "error":
-                raise
-            skipped[err.reason] += 1
-            log.warning("skipped %s", err)
-            continue
-        labels.append(label)
-        kept[label] += 1
-    if not samples:
-        raise BadSampleError(
-            split_dir, "no usable recordings",
-            f"all {sum(skipped.values())} recordings were skipped ({dict(skipped)})",
-        )
-    if sum(skipped.values()):
-        log.warning("%s: skipped %s", split_dir, dict(skipped))
-    eventset = from_samples(samples, labels, tuple(tonic_cls.sensor_size), tuple(tonic_cls.classes))
-    return dataclasses.replace(eventset, skipped=dict(skipped))

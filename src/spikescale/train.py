@@ -1,4 +1,8 @@
-"""The `train` stage: a small CNN on binned event frames, deterministic for a seed."""
+"""The `train` stage: a small CNN on binned event frames, deterministic for a seed.
+
+Frames may be a read-only ``numpy.memmap`` (:func:`spikescale.frames.load_arrays`): they are
+read batch by batch (:func:`take`), never the whole split at once.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +22,32 @@ def seed_everything(seed: int) -> None:
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(frames.astype(np.float32))
+    return torch.from_numpy(np.asarray(frames, dtype=np.float32))
+
+
+def take(frames: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``frames[idx]`` (rows in ``idx``'s order), read in file order from a memmap."""
+    idx = np.asarray(idx)
+    order = np.argsort(idx, kind="stable")
+    out = np.empty((len(idx), *frames.shape[1:]), dtype=frames.dtype)
+    out[order] = frames[idx[order]]
+    return out
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, frames: np.ndarray, batch_size: int, device: str) -> np.ndarray:
+def predict_logits(
+    model: nn.Module, frames: np.ndarray, batch_size: int, device: str, indices: np.ndarray | None = None
+) -> np.ndarray:
+    """Logits of ``frames`` (of ``frames[indices]`` if given), ``batch_size`` frames at a time."""
     model.eval()
+    n = len(frames) if indices is None else len(indices)
     out = []
-    for start in range(0, len(frames), batch_size):
-        batch = to_tensor(frames[start : start + batch_size]).to(device)
-        out.append(model(batch).cpu())
+    for start in range(0, n, batch_size):
+        if indices is None:
+            rows = frames[start : start + batch_size]
+        else:
+            rows = take(frames, indices[start : start + batch_size])
+        out.append(model(to_tensor(rows).to(device)).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
@@ -77,7 +97,7 @@ def train_cnn(
         batches = range(0, len(order), p.batch_size)
         for start in tqdm(batches, desc=f"epoch {epoch}/{p.epochs}", disable=None if progress else True, leave=False):
             idx = order[start : start + p.batch_size]
-            x = to_tensor(frames[idx]).to(device)
+            x = to_tensor(take(frames, idx)).to(device)
             y = torch.from_numpy(frame_labels[idx]).to(device)
             optimiser.zero_grad()
             out = model(x)
@@ -88,7 +108,7 @@ def train_cnn(
             correct += int((out.argmax(1) == y).sum())
         row = {"epoch": epoch, "loss": total_loss / len(order), "train_frame_accuracy": correct / len(order)}
         if val.any():
-            logits = predict_logits(model, frames[val], 512, device)
+            logits = predict_logits(model, frames, 512, device, indices=np.flatnonzero(val))
             row["val_frame_accuracy"] = float((logits.argmax(1) == frame_labels[val]).mean())
         history.append(row)
         if progress:

@@ -30,5 +30,7 @@ rule frames:
         "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/frames.log",
+    benchmark:
+        f"logs/{DS}/frames.benchmark.tsv"
     shell:
         "spikescale frames --params {params.p:q} --events-dir {params.events} --out-dir {params.out} > {log:q} 2>&1"
