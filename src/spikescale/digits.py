@@ -21,6 +21,7 @@ SENSOR_SIZE = (34, 34, 2)
 DIGIT_PX = 28
 CLASSES = tuple(str(d) for d in range(10))
 LOG_EPS = 0.1  # dark pixels are not -inf in log space
+TIE = 1e-4  # in thresholds: a change this close to a level has not crossed it
 
 
 def upsample(images: np.ndarray, size: int) -> np.ndarray:
@@ -91,9 +92,12 @@ def simulate_camera(images: np.ndarray, p: DigitsParams, seed: int) -> tuple[np.
     for step in range(1, steps + 1):
         current = log_view(step)
         change = current - reference
-        where = np.flatnonzero(np.abs(change) >= threshold)
+        # a crossing must pass the level, not just touch it: a pixel back exactly at a level
+        # it fired at (the path ends where it began) would otherwise fire again, all at once
+        crossings = np.floor(np.abs(change) / threshold - TIE).astype(np.int64)
+        where = np.flatnonzero(crossings > 0)
         if len(where):
-            count = np.floor(np.abs(change[where]) / threshold).astype(np.int64)
+            count = crossings[where]
             sign = np.sign(change[where])
             level = reference[where]
             before = previous[where]
