@@ -16,6 +16,7 @@ spike count differences.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import time
 
 import numpy as np
@@ -95,6 +96,19 @@ def predictions(counts: np.ndarray) -> np.ndarray:
     return pred
 
 
+def pipeline_snn_and_raster(run: Path, samples: int, steps: int, factor: float):
+    """The digits SNN of a pipeline run, scaled by ``factor``, and its first test recordings."""
+    from spikescale.binning import raster as bin_raster
+    from spikescale.cli import load_snn
+    from spikescale.events import read_events
+    from spikescale.model import scale_first_layer
+
+    _, _, snn = load_snn(run / "models/digits/snn.pt")
+    events = read_events(run / "data/digits/events/test.parquet")
+    grid, _ = bin_raster(events.subset(np.arange(min(samples, len(events)))), 1000, steps)
+    return scale_first_layer(snn, factor), torch.from_numpy(grid)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", type=int, default=64)
@@ -107,22 +121,27 @@ def main() -> None:
     ap.add_argument("--min-v-mem", type=float, default=-1.0, help="nan for None")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (both backends)")
+    ap.add_argument("--digits", metavar="DIR", help="instead of synthetic streams: the SNN and the test "
+                    "events of a finished pipeline run in DIR (models/digits/snn.pt, data/digits/events/test.parquet)")
     args = ap.parse_args()
 
     torch.set_grad_enabled(False)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads (both backends): {torch.get_num_threads()}")
-    cnn = build_cnn(args.seed)
-    raster = synthetic_streams(args.samples, args.steps, args.events, args.seed + 1)
-    normalise(cnn, synthetic_streams(64, args.steps, args.events, args.seed + 2).sum(1))
-    cnn[0].weight *= args.factor
-    snn = build_snn(
-        cnn, args.steps,
-        MultiSpike if args.spike_fn == "multi" else SingleSpike,
-        MembraneSubtract() if args.reset == "subtract" else MembraneReset(),
-        None if np.isnan(args.min_v_mem) else args.min_v_mem,
-    )
+    if args.digits:
+        snn, raster = pipeline_snn_and_raster(Path(args.digits), args.samples, args.steps, args.factor)
+    else:
+        cnn = build_cnn(args.seed)
+        raster = synthetic_streams(args.samples, args.steps, args.events, args.seed + 1)
+        normalise(cnn, synthetic_streams(64, args.steps, args.events, args.seed + 2).sum(1))
+        cnn[0].weight *= args.factor
+        snn = build_snn(
+            cnn, args.steps,
+            MultiSpike if args.spike_fn == "multi" else SingleSpike,
+            MembraneSubtract() if args.reset == "subtract" else MembraneReset(),
+            None if np.isnan(args.min_v_mem) else args.min_v_mem,
+        )
     checkpoints = np.linspace(0, args.steps - 1, 15).round().astype(int)
     active = (raster > 0).float().mean().item()
     print(

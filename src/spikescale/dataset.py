@@ -31,27 +31,6 @@ class SplitSource:
     skipped: Callable[[], dict[str, int]]  # complete once the chunks are exhausted
 
 
-def load_splits(p: DatasetParams) -> dict[str, EventSet]:
-    """Both splits of the configured dataset, whole in memory (small datasets, tests)."""
-    if p.name == "digits":
-        from spikescale.digits import make_digits
-
-        return make_digits(p.digits, p.seed, p.max_samples_per_class)
-    from spikescale.tonic_datasets import load_tonic
-
-    return {
-        split: load_tonic(
-            p.name,
-            Path(p.root),
-            split,
-            download=p.download,
-            on_bad_sample=p.on_bad_sample,
-            max_samples_per_class=p.max_samples_per_class,
-        )
-        for split in ("train", "test")
-    }
-
-
 def open_splits(p: DatasetParams) -> dict[str, SplitSource]:
     """Both splits of the configured dataset, located (a missing one fails here), not read."""
     if p.name == "digits":
