@@ -177,3 +177,24 @@ def test_nir_export_reads_back(snakemake_project):
     assert kinds.count("IF") == 4 and kinds.count("Conv2d") == 3 and "Affine" in kinds
     factor = json.loads((snakemake_project / "results/digits/recommendation.json").read_text())["recommended_factor"]
     assert factor in (4.0, 16.0)
+
+
+def test_refined_factors_join_the_sweep(tmp_path):
+    project = make_project(tmp_path, {"scale": {"factors": [1, 4], "refine_rounds": 1}})
+    snakemake(project, "--until", "collect")
+    sweep = pq.read_table(project / "results/digits/sweep.parquet").to_pylist()
+    refined = [r["factor"] for r in sweep if r["refined"]]
+    # on the reduced config factor 1 is far below 4: one round bisects at their geometric midpoint
+    assert refined == [2.0]
+    assert [r["factor"] for r in sweep] == [1.0, 2.0, 4.0]
+    layers = pq.read_table(project / "results/digits/layers.parquet")
+    assert 2.0 in layers.column("factor").to_pylist()
+
+
+def test_compare_plots_several_runs(snakemake_project, tmp_path):
+    sweep = snakemake_project / "results/digits/sweep.parquet"
+    out = tmp_path / "compare.png"
+    run([str(BIN / "spikescale"), "compare", str(sweep), str(sweep), "--labels", "a,b", "--out", str(out)], tmp_path)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = run([str(BIN / "spikescale"), "compare", str(sweep), "--labels", "a,b", "--out", str(out)], tmp_path, check=False)
+    assert bad.returncode == 2 and "2 labels for 1 sweep files" in bad.stderr

@@ -251,7 +251,7 @@ def print_summary(results_dir: str | Path) -> None:
     rec = read_json(results_dir / "recommendation.json")
     print(f"\n{'factor':>8} {'SNN acc':>8} {'silent':>7} {'spikes/sample':>14} {'synops/sample':>14}")
     for r in sweep:
-        mark = "  <- recommended" if r["recommended"] else ""
+        mark = ("  (refined)" if r["refined"] else "") + ("  <- recommended" if r["recommended"] else "")
         print(f"{r['factor']:>8g} {100 * r['snn_accuracy']:>7.1f}% {100 * r['silent_fraction']:>6.1f}% "
               f"{r['spikes_per_sample']:>14.0f} {r['synops_per_sample']:>14.0f}{mark}")
     print(f"CNN accuracy (one decision per recording): {100 * rec['cnn_accuracy']:.1f}%")
