@@ -87,10 +87,6 @@ def chunked(
         yield from_samples(events, labels, sensor_size, classes)
 
 
-def check_split(eventset: EventSet, name: str, split: str) -> None:
-    check_summary(eventset.summary(), name, split)
-
-
 def check_summary(summary: dict, name: str, split: str) -> None:
     if summary["samples"] == 0:
         raise ValueError(f"dataset {name!r}: the {split} split has no samples")
