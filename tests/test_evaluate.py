@@ -1,5 +1,4 @@
 import numpy as np
-import torch
 from torch import nn
 
 from spikescale.collect import pareto_front, recommend

@@ -155,12 +155,13 @@ def evaluate_factor(
     snn, cnn = snn.to(device), cnn.to(device)
     t = Totals(corr_sums=np.zeros((len(segs), 6)))
     bar = tqdm(total=total, desc=f"factor {factor}", disable=None if progress else True, leave=False)
+    done = 0
     for _, batch in iter_batches(events_path, p.batch_size):
-        if sum(len(a) for a in t.labels) >= total:
+        if done >= total:
             break
-        keep = min(len(batch), total - sum(len(a) for a in t.labels))
-        if keep < len(batch):
-            batch = batch.subset(np.arange(keep))
+        if len(batch) > total - done:
+            batch = batch.subset(np.arange(total - done))
+        done += len(batch)
         grid, dropped = raster(batch, p.time_bin_us, steps)
         t.dropped += dropped
         x = torch.from_numpy(grid).to(device)
