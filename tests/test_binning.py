@@ -115,18 +115,20 @@ def test_to_frames_equals_tonic(data):
 @SOME
 @given(data=st.data())
 def test_search_path_equals_fast_path(data):
-    """The arithmetic fast path (whole-us windows, no overlap) equals the general search."""
+    """The compiled path (back-to-back windows) equals the general numpy search."""
     sensor = data.draw(sensors())
     events = data.draw(streams(sensor))
-    window = data.draw(st.integers(1, 60))
-    incomplete = data.draw(st.booleans())
-    fast = to_frames(events, sensor, time_window=window, include_incomplete=incomplete)
-    original = binning._regular_slots
-    binning._regular_slots = lambda *args: None
+    if data.draw(st.booleans()):
+        mode = {"time_window": data.draw(st.integers(1, 60)), "include_incomplete": data.draw(st.booleans())}
+    else:
+        mode = {"n_time_bins": data.draw(st.integers(1, 12))}
+    fast = to_frames(events, sensor, **mode)
+    original = binning._fused_windows
+    binning._fused_windows = lambda *args: None
     try:
-        slow = to_frames(events, sensor, time_window=window, include_incomplete=incomplete)
+        slow = to_frames(events, sensor, **mode)
     finally:
-        binning._regular_slots = original
+        binning._fused_windows = original
     np.testing.assert_array_equal(fast[0], slow[0])
     assert fast[1] == slow[1]
 
@@ -333,6 +335,11 @@ def test_unsorted_events_are_refused():
     for mode in ({"time_window": 10}, {"time_window": 2.5}, {"event_count": 2}):  # both paths
         with pytest.raises(ValueError, match="sample 0 are not sorted"):
             to_frames(ev, (1, 1, 1), **mode)
+    past_the_end = np.zeros(4, dtype=EVENT_DTYPE)
+    past_the_end["t"] = [0, 5, 30, 25]  # the disorder lies after the last whole window
+    for mode in ({"time_window": 10}, {"n_time_bins": 3}):
+        with pytest.raises(ValueError, match="sample 0 are not sorted"):
+            to_frames(past_the_end, (1, 1, 1), **mode)
     later = ev.copy()
     later["t"] = [0, 1, 2]
     # a drop in t between samples is fine

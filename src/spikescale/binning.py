@@ -4,9 +4,10 @@ Two products:
 
 * :func:`to_frames` / :func:`frames_for_set` cut each sample into frames exactly as
   ``tonic.transforms.ToFrame`` does (same four slicing modes, same overlap and
-  ``include_incomplete`` semantics, same quirks), but for all samples of a split in a few
-  numpy passes instead of a Python loop per frame. They also say how many events fell in
-  no frame (tonic drops some silently).
+  ``include_incomplete`` semantics, same quirks), but for all samples of a split at once:
+  two compiled passes over the events for whole-microsecond windows without overlap (the
+  common case), a few numpy passes otherwise, instead of a Python loop per frame. They
+  also say how many events fell in no frame (tonic drops some silently).
 * :func:`raster` puts every sample on one fixed time grid starting at t = 0: the input of
   the spiking network, where time must mean the same thing in every sample.
 
@@ -57,6 +58,7 @@ from __future__ import annotations
 import numbers
 from typing import NamedTuple
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -119,7 +121,7 @@ def frames_for_set(
     include_incomplete: bool = False,
     dtype: npt.DTypeLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """:func:`to_frames` for every sample of a split at once, in a few numpy passes.
+    """:func:`to_frames` for every sample of a split at once.
 
     Returns ``(frames, sample_index, dropped)``: the frames of all samples concatenated in
     sample order, shape ``(total_frames, P, H, W)``; for each frame the index of its
@@ -466,34 +468,6 @@ def _ceil(v: np.ndarray) -> np.ndarray:
     return np.ceil(v).astype(np.int64) if v.dtype.kind == "f" else v.astype(np.int64)
 
 
-def _regular_slots(
-    t: np.ndarray, s: _Samples, n_frames: np.ndarray, mode: _Mode, scratch: np.ndarray
-) -> np.ndarray | None:
-    """Fast path for the common case, ``time_window`` in whole microseconds, no overlap.
-
-    Windows then start at ``t0 + k * time_window`` exactly, so an event's window is
-    ``(t - t0) // time_window``, no search needed. Sample ``i`` gets the slots
-    ``slot_base[i] + 0 ... slot_base[i] + n_frames[i]``, the last one for the events
-    after its last window (tonic drops them). Returns every event's slot, or ``None``
-    when the case does not apply.
-    """
-    if mode.name != "time_window" or mode.overlap != 0 or not float(mode.value).is_integer():
-        return None
-    window = int(mode.value)
-    latest = np.abs(s.t0).max(initial=0) + s.duration.max(initial=0)
-    if np.any(s.duration // window > n_frames) or latest >= 2**53:  # exact in float64
-        return None
-    slot_base = np.cumsum(n_frames + 1) - (n_frames + 1)
-    slot = np.repeat(slot_base * window - s.t0, s.counts)
-    slot += t
-    # each sample's shifted times now lie in their own increasing range, so this one
-    # contiguous comparison is the check that every sample is sorted
-    _check_sorted(slot, s.offsets, scratch, boundaries=False)
-    # non-negative now (sorted: t >= t0), and unsigned division is the faster one
-    np.floor_divide(slot.view(np.uint64), np.uint64(window), out=slot.view(np.uint64))
-    return slot
-
-
 def _frames(
     events: np.ndarray,
     offsets: np.ndarray,
@@ -503,60 +477,147 @@ def _frames(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     width, height, polarities = sensor
     frame_size = polarities * height * width
-    cell, scratch = _cells(events, offsets, sensor)
     t = events["t"]
     s = _samples(t, offsets)
     n_frames = _frame_counts(s, mode)
     frame_sample = np.repeat(np.arange(len(n_frames), dtype=np.int64), n_frames)
+    fused = _fused_windows(events, s, n_frames, frame_sample, sensor, mode, dtype)
+    if fused is not None:
+        return fused
+    cell, scratch = _cells(events, offsets, sensor)
     total_frames = len(frame_sample)
     # frame f fills out[f * frame_size:(f + 1) * frame_size]; one spare frame at the end
     # collects events that belong to no frame, so that no event needs filtering out
     frame_base = np.arange(0, (total_frames + 1) * frame_size, frame_size, dtype=np.int64)
     spare = frame_base[-1]
 
-    slot = _regular_slots(t, s, n_frames, mode, scratch)
-    if slot is not None:
-        # slots run sample by sample: the sample's frames, then its spare slot
-        is_frame = np.ones(total_frames + len(n_frames), dtype=bool)
-        is_frame[np.cumsum(n_frames + 1) - 1] = False
-        per_slot = np.bincount(slot, minlength=len(is_frame))
-        lengths = per_slot[is_frame]
-        dropped = int(per_slot[~is_frame].sum())
-        slot_base = np.full(len(is_frame), spare)
-        slot_base[is_frame] = frame_base[:-1]
-        # in place: element i is read before it is written
-        flat = np.take(slot_base, slot, out=slot, mode="clip")
+    _check_sorted(t, offsets, scratch)
+    start, stop = _frame_ranges(t, s, n_frames, frame_sample, mode)
+    lengths = stop - start
+    # Ranges have non-decreasing starts and stops, so their union is the sum of each
+    # range's part beyond the previous range's stop.
+    prev_stop = np.concatenate(([0], stop[:-1]))
+    gaps = start - prev_stop
+    covered = int(np.maximum(stop - np.maximum(start, prev_stop), 0).sum())
+    dropped = len(events) - covered
+    if covered == int(lengths.sum()) and np.all(gaps >= 0):
+        # disjoint frames in order: walk the events once, gap, frame, gap, frame, ...
+        segment_base = np.full(2 * total_frames + 1, spare)
+        segment_base[1::2] = frame_base[:-1]
+        segment_length = np.empty(2 * total_frames + 1, dtype=np.int64)
+        segment_length[0:-1:2] = gaps
+        segment_length[1::2] = lengths
+        segment_length[-1] = len(events) - (stop[-1] if total_frames else 0)
+        flat = np.repeat(segment_base, segment_length)
         flat += cell
     else:
-        _check_sorted(t, offsets, scratch)
-        start, stop = _frame_ranges(t, s, n_frames, frame_sample, mode)
-        lengths = stop - start
-        # Ranges have non-decreasing starts and stops, so their union is the sum of each
-        # range's part beyond the previous range's stop.
-        prev_stop = np.concatenate(([0], stop[:-1]))
-        gaps = start - prev_stop
-        covered = int(np.maximum(stop - np.maximum(start, prev_stop), 0).sum())
-        dropped = len(events) - covered
-        if covered == int(lengths.sum()) and np.all(gaps >= 0):
-            # disjoint frames in order: walk the events once, gap, frame, gap, frame, ...
-            segment_base = np.full(2 * total_frames + 1, spare)
-            segment_base[1::2] = frame_base[:-1]
-            segment_length = np.empty(2 * total_frames + 1, dtype=np.int64)
-            segment_length[0:-1:2] = gaps
-            segment_length[1::2] = lengths
-            segment_length[-1] = len(events) - (stop[-1] if total_frames else 0)
-            flat = np.repeat(segment_base, segment_length)
-            flat += cell
-        else:
-            # overlapping frames: an event may count in several frames
-            ends = np.cumsum(lengths)
-            index = np.repeat(start - (ends - lengths), lengths)
-            index += np.arange(int(lengths.sum()), dtype=np.int64)
-            flat = np.repeat(frame_base[:-1], lengths)
-            flat += cell[index]
+        # overlapping frames: an event may count in several frames
+        ends = np.cumsum(lengths)
+        index = np.repeat(start - (ends - lengths), lengths)
+        index += np.arange(int(lengths.sum()), dtype=np.int64)
+        flat = np.repeat(frame_base[:-1], lengths)
+        flat += cell[index]
 
     out_dtype, count_dtype = _choose_dtype(dtype, int(lengths.max()) if total_frames else 0)
     out = np.zeros(len(frame_base) * frame_size, dtype=count_dtype)
     np.add.at(out, flat, count_dtype.type(1))
     out = _narrow(out[:spare], out_dtype)
     return out.reshape(total_frames, polarities, height, width), frame_sample, dropped
+
+
+# ---------------------------------------------------------------------------- fused path
+#
+# Back-to-back windows of whole microseconds (``time_window`` with an integer length, or
+# ``n_time_bins``, both without overlap: the common cases) in two compiled passes over the
+# events instead of a dozen numpy passes: count the events of every window (and check the
+# order), then add each event to its frame. Only the output array is large, so the cost
+# is little more than the page faults of fresh memory. Anything else (overlap, fractional
+# windows, bad events, timestamps beyond float64's exact integers) goes the numpy way,
+# which also words the errors.
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+def _fused_windows(events, s, n_frames, frame_sample, sensor, mode, dtype):
+    """:func:`_frames` for back-to-back integer windows, or ``None`` where it does not apply."""
+    if mode.overlap != 0:
+        return None
+    if mode.name == "time_window" and float(mode.value).is_integer():
+        window = np.full(len(n_frames), int(mode.value), dtype=np.int64)
+    elif mode.name == "n_time_bins":
+        window = s.duration // int(mode.value)  # tonic's bin length; 0 drops every event
+    else:
+        return None
+    latest = np.abs(s.t0).max(initial=0) + s.duration.max(initial=0) + window.max(initial=0)
+    if latest >= 2**53:  # tonic computes the window bounds in float64
+        return None
+    width, height, polarities = sensor
+    first_frame = np.cumsum(n_frames) - n_frames
+    lengths = np.zeros(len(frame_sample), dtype=np.int64)
+    t = events["t"]
+    dropped = _window_lengths(t, s.offsets, s.t0, n_frames, first_frame, window, lengths)
+    if dropped < 0:  # unsorted
+        return None
+    out_dtype, count_dtype = _choose_dtype(dtype, int(lengths.max()) if len(lengths) else 0)
+    out = np.zeros((len(frame_sample), polarities * height * width), dtype=count_dtype)
+    ok = _window_fill(
+        events["x"], events["y"], events["p"], t, s.offsets, s.t0, n_frames, first_frame,
+        window, width, height, polarities, out,
+    )
+    if not ok:  # an event outside the sensor, or mixed polarities on a single one
+        return None
+    out = _narrow(out, out_dtype)
+    return out.reshape(len(frame_sample), polarities, height, width), frame_sample, dropped
+
+
+@_jit
+def _window_lengths(t, offsets, t0, n_frames, first_frame, window, lengths):
+    """Events per window into ``lengths``; the number dropped, or -1 if a sample is unsorted.
+
+    Sample ``j`` has ``n_frames[j]`` windows of ``window[j]`` microseconds from ``t0[j]``.
+    """
+    dropped = 0
+    for j in range(len(n_frames)):
+        # times rise within a sample, so the window index only moves forward: no division
+        w = window[j]
+        previous, k, end = t0[j], 0, t0[j] + w
+        for i in range(offsets[j], offsets[j + 1]):
+            ti = t[i]
+            if ti < previous:
+                return -1
+            previous = ti
+            while ti >= end and k < n_frames[j]:
+                k += 1
+                end += w
+            if k < n_frames[j]:
+                lengths[first_frame[j] + k] += 1
+            else:
+                dropped += 1
+    return dropped
+
+
+@_jit
+def _window_fill(x, y, p, t, offsets, t0, n_frames, first_frame, window, width, height,
+                 polarities, out):
+    """Add every event to its window's frame; False at the first event that does not fit."""
+    one = out.dtype.type(1)
+    for j in range(len(n_frames)):
+        p_first = p[offsets[j]] if offsets[j] < offsets[j + 1] else 0
+        w = window[j]
+        k, end = 0, t0[j] + w  # sorted times (checked by _window_lengths)
+        for i in range(offsets[j], offsets[j + 1]):
+            xi, yi, pi = np.int64(x[i]), np.int64(y[i]), np.int64(p[i])
+            if xi < 0 or xi >= width or yi < 0 or yi >= height:
+                return False
+            if polarities == 1:
+                if pi != p_first or pi < 0 or pi > 1:
+                    return False
+                pi = 0
+            elif pi < 0 or pi >= polarities:
+                return False
+            while t[i] >= end and k < n_frames[j]:
+                k += 1
+                end += w
+            if k < n_frames[j]:
+                out[first_frame[j] + k, (pi * height + yi) * width + xi] += one
+    return True
