@@ -353,7 +353,9 @@ _NI, _NF = 32, 8  # integer and float parameter slots per operation
 # (a shared block of zeros without bias), 8 has bias, 9-14 hi wi ho wo kh kw,
 # 15-17 channels per group in / out and groups, 18-19 channels in / out, 20 table offset,
 # 21 spike function, 22 reset, 23 has min_v_mem, 24 membrane offset, 25 count offset,
-# 26 pending-list offset, 27 pending-list capacity.
+# 26 pending-list offset, 27 pending-list capacity, 28 row scatter (convolution with
+# stride 1, dilation 1, one group: weights stored with the kernel columns reversed),
+# 29 left padding.
 # Float slots (fp): 0 threshold, 1 subtract value, 2 reset value, 3 min_v_mem,
 # 4 pooling divisor, 5 first spiking membrane value.
 
@@ -475,6 +477,11 @@ def _compile_program(ops: list[_Op]) -> _Program:
                 # (G, cog, cig, kh, kw) -> (G, cig, kh, kw, cog): a row of output channels
                 # per (input channel, kernel offset), contiguous for the scatter
                 w = w.reshape(g, co // g, cig, kh, kw).permute(0, 2, 3, 4, 1)
+                if _pair(m.stride) == (1, 1) and _pair(m.dilation) == (1, 1) and g == 1:
+                    # kernel columns reversed: the neighbouring output positions an input
+                    # reaches in one kernel row then use consecutive weights
+                    w = w.flip(3)
+                    ip[28], ip[29] = 1, _conv_padding(m)[1]
             else:
                 if _is_spatial(op.layout):  # input flattened from (C, H, W): reorder columns
                     c, h, wd = op.layout
@@ -762,6 +769,9 @@ def _scatter_conv(ip, buf_idx, buf_pos, buf_val, src, n_in, w, acc, stamp, pos, 
     t_rows = t_x + hi * wi
     t_cols = t_rows + hi * kh
     npos = 0
+    if ip[28]:
+        return _scatter_conv_rows(ip, buf_idx, buf_pos, buf_val, src, n_in, w, acc, stamp,
+                                  pos, tab, cur)
     for e in range(n_in):
         r = buf_pos[src + e]
         c = buf_idx[src + e] - r * ci
@@ -788,6 +798,51 @@ def _scatter_conv(ip, buf_idx, buf_pos, buf_val, src, n_in, w, acc, stamp, pos, 
                 wb = _u(woff + ((c * kh + ky) * kw + kx) * cog)
                 for j in range(_u(cog)):
                     acc[ab + j] += p * w[wb + j]
+    return npos
+
+
+@_jit
+def _scatter_conv_rows(ip, buf_idx, buf_pos, buf_val, src, n_in, w, acc, stamp, pos, tab,
+                       cur):
+    """:func:`_scatter_conv` for stride 1, dilation 1 and one group.
+
+    In one kernel row an input reaches up to ``kw`` neighbouring output positions, whose
+    accumulators are contiguous (channel-last), as are their weights (kernel columns
+    stored reversed): one loop over ``positions * channels`` instead of one per position.
+    """
+    hi, wi, wo, kh, kw, ci, co = ip[9], ip[10], ip[12], ip[13], ip[14], ip[18], ip[19]
+    aoff, soff, woff, pw = ip[4], ip[5], ip[6], ip[29]
+    t_y, t_x = ip[20], ip[20] + hi * wi
+    t_rows = t_x + hi * wi
+    npos = 0
+    for e in range(n_in):
+        r = buf_pos[src + e]
+        c = buf_idx[src + e] - r * ci
+        p = np.float64(buf_val[src + e])
+        y = tab[t_y + r]
+        x = tab[t_x + r]
+        # output column x + pw - kx for kernel column kx, i.e. reversed column kw-1-kx
+        first = x + pw - (kw - 1)
+        lo = max(first, 0)
+        hi_ = min(x + pw, wo - 1)
+        if lo > hi_:
+            continue
+        for ky in range(kh):
+            oy = tab[t_rows + y * kh + ky]
+            if oy < 0:
+                continue
+            q0 = oy * wo
+            for ox in range(lo, hi_ + 1):
+                q = q0 + ox
+                if stamp[soff + q] != cur:
+                    stamp[soff + q] = cur
+                    pos[soff + npos] = q
+                    npos += 1
+                    _zero(acc, aoff + q * co, co)
+            ab = _u(aoff + (q0 + lo) * co)
+            wb = _u(woff + ((c * kh + ky) * kw + lo - first) * co)
+            for j in range(_u((hi_ - lo + 1) * co)):
+                acc[ab + j] += p * w[wb + j]
     return npos
 
 
