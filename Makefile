@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/spikescale summary results/$$($(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['dataset']['name'])")
 
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/run.sh
 
 lint: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
