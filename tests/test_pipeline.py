@@ -124,7 +124,9 @@ def test_invalid_params_fail_before_any_job(tmp_path, override, key):
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert key in text, text
-    assert not (project / "data").exists() and not (project / "logs").exists()
+    written = {p.relative_to(project).as_posix() for p in (project / "data").rglob("*")}
+    assert written == {"data/raw", "data/raw/README.md"}, written  # only the checkout's own
+    assert not (project / "logs").exists()
 
 
 def test_snakemake_lint_is_clean():

@@ -28,6 +28,13 @@ SWEEP = f"{RESULTS}/sweep.parquet"
 PLOTS = [f"{RESULTS}/plots/{name}.png" for name in ("accuracy", "pareto", "layer_rates", "timecourse")]
 NIR = f"{RESULTS}/snn_recommended.nir"
 GPU = 1 if PARAMS["device"] == "cuda" else 0
+RAW = PARAMS["dataset"]["root"]
+
+
+def raw_datasets(wildcards):
+    """The raw dataset folder as the `events` input where it exists (as in dvc.yaml); a
+    missing one is the stage's to explain (where it looked, how to download)."""
+    return [RAW] if os.path.isdir(RAW) else []
 
 
 def sections(*names):

@@ -1,4 +1,6 @@
 rule events:
+    input:
+        raw_datasets,
     output:
         f"{EVENTS}/train.parquet",
         f"{EVENTS}/test.parquet",
