@@ -773,11 +773,7 @@ def _scatter_conv(ip, buf_idx, buf_pos, buf_val, src, n_in, w, acc, stamp, pos, 
         return _scatter_conv_rows(ip, buf_idx, buf_pos, buf_val, src, n_in, w, acc, stamp,
                                   pos, tab, cur)
     for e in range(n_in):
-        r = buf_pos[src + e]
-        c = buf_idx[src + e] - r * ci
-        p = np.float64(buf_val[src + e])
-        y = tab[t_y + r]
-        x = tab[t_x + r]
+        c, p, y, x = _input_at(buf_idx, buf_pos, buf_val, src + e, ci, tab, t_y, t_x)
         g = c // cig if groups > 1 else 0
         for ky in range(kh):
             oy = tab[t_rows + y * kh + ky]
@@ -816,11 +812,7 @@ def _scatter_conv_rows(ip, buf_idx, buf_pos, buf_val, src, n_in, w, acc, stamp, 
     t_rows = t_x + hi * wi
     npos = 0
     for e in range(n_in):
-        r = buf_pos[src + e]
-        c = buf_idx[src + e] - r * ci
-        p = np.float64(buf_val[src + e])
-        y = tab[t_y + r]
-        x = tab[t_x + r]
+        c, p, y, x = _input_at(buf_idx, buf_pos, buf_val, src + e, ci, tab, t_y, t_x)
         # output column x + pw - kx for kernel column kx, i.e. reversed column kw-1-kx
         first = x + pw - (kw - 1)
         lo = max(first, 0)
@@ -844,6 +836,13 @@ def _scatter_conv_rows(ip, buf_idx, buf_pos, buf_val, src, n_in, w, acc, stamp, 
             for j in range(_u((hi_ - lo + 1) * co)):
                 acc[ab + j] += p * w[wb + j]
     return npos
+
+
+@_inline
+def _input_at(buf_idx, buf_pos, buf_val, i, ci, tab, t_y, t_x):
+    """Channel, value (as float64), row and column of entry ``i`` of a spatial list."""
+    r = buf_pos[i]
+    return buf_idx[i] - r * ci, np.float64(buf_val[i]), tab[t_y + r], tab[t_x + r]
 
 
 @_inline
@@ -949,11 +948,7 @@ def _pool(ip, div, buf_idx, buf_pos, buf_val, src, n_in, dst, acc, stamp, pos, p
     t_cols = t_rows + 2 * hi
     npos = 0
     for e in range(n_in):
-        r = buf_pos[src + e]
-        c = buf_idx[src + e] - r * ci
-        p = np.float64(buf_val[src + e])
-        y = tab[t_y + r]
-        x = tab[t_x + r]
+        c, p, y, x = _input_at(buf_idx, buf_pos, buf_val, src + e, ci, tab, t_y, t_x)
         for oy in range(tab[t_rows + 2 * y], tab[t_rows + 2 * y + 1] + 1):
             for ox in range(tab[t_cols + 2 * x], tab[t_cols + 2 * x + 1] + 1):
                 q = oy * wo + ox
