@@ -330,19 +330,16 @@ def _check_single_polarity(p: np.ndarray, offsets: np.ndarray, sensor) -> None:
         )
 
 
-def _check_sorted(
-    t: np.ndarray, offsets: np.ndarray, scratch: np.ndarray, boundaries: bool = True
-) -> None:
-    """Refuse decreasing timestamps within a sample (``boundaries``: ignore drops between).
+def _check_sorted(t: np.ndarray, offsets: np.ndarray, scratch: np.ndarray) -> None:
+    """Refuse decreasing timestamps within a sample (a drop between samples is fine).
 
     ``scratch`` is any free array of at least ``len(t)`` bytes.
     """
     if len(t) < 2:
         return
     decreasing = np.less(t[1:], t[:-1], out=scratch.view(np.bool_)[: len(t) - 1])
-    if boundaries:
-        inner = offsets[1:-1]
-        decreasing[inner[(inner > 0) & (inner < len(t))] - 1] = False
+    inner = offsets[1:-1]
+    decreasing[inner[(inner > 0) & (inner < len(t))] - 1] = False
     if decreasing.any():
         s = _sample_of(offsets, int(np.argmax(decreasing)))
         raise ValueError(f"events of sample {s} are not sorted by t")
