@@ -9,6 +9,7 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 pytest -q -m cluster "$@" >"$log" 2>&1 &
 cluster=$!
+trap 'kill "$cluster" 2>/dev/null' INT TERM  # an interrupted run leaves no pytest behind
 pytest -q -m "not cluster" "$@"
 rest=$?
 wait "$cluster"
