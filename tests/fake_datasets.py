@@ -137,6 +137,9 @@ def write_pokerdvs(root: Path, split: str = "train", per_class=None, seed: int =
 # ----------------------------------------------------------------------------- archives
 
 
+WRITERS = {"nmnist": write_nmnist, "dvsgesture": write_dvsgesture, "pokerdvs": write_pokerdvs}
+
+
 def archive_folder(folder: Path, archive: Path, arc_prefix: str | None = None) -> Path:
     """Pack ``folder`` (as ``arc_prefix``, default its name) into a .zip or .tar.gz; remove it."""
     folder, archive = Path(folder), Path(archive)

@@ -200,3 +200,29 @@ def test_compare_plots_several_runs(snakemake_project, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = run([str(BIN / "spikescale"), "compare", str(sweep), "--labels", "a,b", "--out", str(out)], tmp_path, check=False)
     assert bad.returncode == 2 and "2 labels for 1 sweep files" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["nmnist", "dvsgesture", "pokerdvs"])
+def test_tonic_dataset_runs_the_whole_pipeline(tmp_path, name):
+    """A partial copy in the dataset's own on-disk layout, read offline, through every rule."""
+    from fake_datasets import SENSORS, WRITERS
+
+    from spikescale.events import read_events
+
+    project = make_project(tmp_path, {"dataset": {"name": name}})
+    raw = project / "data" / "raw"
+    written = {split: WRITERS[name](raw, split, seed=i) for i, split in enumerate(("train", "test"))}
+    snakemake(project)
+
+    test = read_events(project / f"data/{name}/events/test.parquet")
+    assert len(test) == len(written["test"]) and test.sensor_size == SENSORS[name]
+    results = project / "results" / name
+    assert pq.read_table(results / "sweep.parquet").column("factor").to_pylist() == [4.0, 16.0]
+    samples = pq.read_table(results / "samples.parquet")
+    assert samples.num_rows == 2 * len(test)
+    assert samples.column("input_events").to_pylist()[: len(test)] == test.events_per_sample.tolist()
+    layers = pq.read_table(results / "layers.parquet").to_pylist()
+    width, height, _ = SENSORS[name]
+    assert layers[0]["layer"] == "conv1" and layers[0]["neurons"] == 8 * height * width
+    assert layers[3]["neurons"] == len(test.classes)  # the read-out has one neuron per class
+    assert (results / "snn_recommended.nir").is_file()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from fake_datasets import (
     SENSORS,
+    WRITERS,
     archive_folder,
     encode_nmnist,
     random_events,
@@ -20,7 +21,6 @@ from fake_datasets import (
     write_nmnist,
     write_nmnist_bin,
     write_npy,
-    write_pokerdvs,
 )
 from spikescale.events import EVENT_DTYPE
 from spikescale.tonic_datasets import (
@@ -33,7 +33,6 @@ from spikescale.tonic_datasets import (
     split_folder,
 )
 
-WRITERS = {"nmnist": write_nmnist, "dvsgesture": write_dvsgesture, "pokerdvs": write_pokerdvs}
 TONIC = {
     "nmnist": tonic.datasets.NMNIST,
     "dvsgesture": tonic.datasets.DVSGesture,
