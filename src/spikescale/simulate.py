@@ -13,13 +13,14 @@ Two backends:
 ``"fast"``
     The same arithmetic, event-driven (on the CPU; elsewhere, e.g. CUDA, a dense torch
     path, see below). A numba kernel walks each sample step by step and does only the
-    work that activity asks for: each input event or spike is scattered through the next
-    pooling and weighted layer into float64 accumulators of the positions it reaches
-    (cost: synaptic operations, not multiply-accumulates of every neuron at every step),
-    and only neurons that received input, or whose state would still change without input
-    (a SingleSpike backlog, a reset value, a clip at ``min_v_mem``), are updated. A
-    convolution and its IAF layer run as one operation: spatial activity is kept
-    channel-last, so a position's channels are contiguous and updated in SIMD lanes.
+    work that activity asks for: activity between layers is the list of active positions
+    with their channel vectors (channel-last), each active position is scattered through
+    the next pooling and weighted layer into float64 accumulators of the positions it
+    reaches (cost: synaptic operations, not multiply-accumulates of every neuron at every
+    step), and only positions that received input, or whose state would still change
+    without input (a SingleSpike backlog, a reset value, a clip at ``min_v_mem``), are
+    updated, their channels at once in SIMD lanes. A convolution and its IAF layer run as
+    one operation.
     Samples are split over ``torch.get_num_threads()`` threads (the kernel releases the
     GIL). Memory: a few arrays of the network's size per thread, nothing over time.
 
@@ -348,14 +349,15 @@ def _check_raster(raster: torch.Tensor) -> None:
 
 OP_CONV, OP_POOL, OP_LINEAR, OP_IAF, OP_CONV_IAF = 0, 1, 2, 3, 4
 _NI, _NF = 32, 8  # integer and float parameter slots per operation
-# Integer slots (ip): 0 type, 1 input size, 2 output size, 3 output list offset,
-# 4 accumulator offset, 5 stamp / position-list offset, 6 weight offset, 7 bias offset
-# (a shared block of zeros without bias), 8 has bias, 9-14 hi wi ho wo kh kw,
-# 15-17 channels per group in / out and groups, 18-19 channels in / out, 20 table offset,
-# 21 spike function, 22 reset, 23 has min_v_mem, 24 membrane offset, 25 count offset,
-# 26 pending-list offset, 27 pending-list capacity, 28 row scatter (convolution with
-# stride 1, dilation 1, one group: weights stored with the kernel columns reversed),
-# 29 left padding.
+# Integer slots (ip): 0 type, 1 input size, 2 output size, 3 output value offset,
+# 4 accumulator offset, 5 stamp / touched-list offset (per output position), 6 weight
+# offset, 7 bias offset (a shared block of zeros without bias), 8 has bias, 9-14 hi wi ho
+# wo kh kw, 15-17 channels per group in / out and groups, 18-19 channels per input / output
+# position, 20 table offset, 21 spike function, 22 reset, 23 has min_v_mem, 24 membrane
+# offset, 25 count offset, 26 pending-list offset, 27 pending-list capacity (positions),
+# 28 row scatter (convolution with stride 1, dilation 1, one group: weights stored with
+# the kernel columns reversed), 29 left padding, 30 output position-list offset,
+# 31 output positions.
 # Float slots (fp): 0 threshold, 1 subtract value, 2 reset value, 3 min_v_mem,
 # 4 pooling divisor, 5 first spiking membrane value.
 
@@ -436,23 +438,36 @@ def _geometry_tables(op: _Op) -> np.ndarray:
     return np.concatenate([pos // wi, pos % wi, rows, cols]).astype(np.int32)
 
 
+def _grid(layout: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, int]:
+    """Positions and channels per position of a tensor in the kernel's order: a spatial
+    tensor (also one flattened from a spatial layout) is ``H * W`` positions of ``C``
+    channels; any other tensor is one position holding all its values."""
+    if _is_spatial(layout):
+        return layout[1] * layout[2], layout[0]
+    return 1, int(np.prod(shape))
+
+
 def _compile_program(ops: list[_Op]) -> _Program:
     """Pack ``ops`` into arrays for the numba kernel.
 
     A convolution directly followed by its IAF layer becomes one operation, so that the
     membrane update runs over a position's channels straight from the accumulator.
     Spatial activity is indexed channel-last (``(y * W + x) * C + c``), so a position's
-    channels are contiguous in the accumulator, the membranes and the weights.
+    channels are contiguous in the accumulators, the membranes, the weights and the
+    activity passed between operations.
     """
     rows: list[np.ndarray] = []
     frows: list[np.ndarray] = []
-    widest = max(op.out_shape[0] for op in ops)
+    widest = max(
+        max(_grid(op.layout, op.in_shape)[1], _grid(op.out_shape, op.out_shape)[1])
+        for op in ops
+    )
     weights: list[np.ndarray] = []
     biases: list[np.ndarray] = [np.zeros(widest)]  # shared by the layers without bias
     tables: list[np.ndarray] = []
     spiking = []
     n_w, n_b, n_tab = 0, widest, 0
-    n_out = n_acc = n_stamp = n_v = n_pend = n_counts = 0
+    n_val = n_list = n_acc = n_stamp = n_v = n_pend = n_counts = 0
     k = 0
     while k < len(ops):
         op = ops[k]
@@ -460,15 +475,20 @@ def _compile_program(ops: list[_Op]) -> _Program:
         iaf = ops[k + 1] if fused else op if op.kind == "iaf" else None
         ip = np.zeros(_NI, np.int64)
         fp = np.zeros(_NF, np.float32)
-        n = iaf.n_out if iaf is not None else op.n_out
-        ip[1] = int(np.prod(op.in_shape))
-        ip[2] = n
-        ip[3] = n_out
-        n_out += n
+        p_in, c_in = _grid(op.layout, op.in_shape)
+        p_out, c_out = (p_in, c_in) if op.kind == "iaf" else _grid(op.out_shape, op.out_shape)
+        n = p_out * c_out
+        ip[1], ip[2] = p_in * c_in, n
+        ip[3], ip[30], ip[31] = n_val, n_list, p_out
+        ip[18], ip[19] = c_in, c_out
+        ip[5] = n_stamp
+        n_val += n
+        n_list += p_out
+        n_stamp += p_out
         m = op.module
         if op.kind in ("conv", "linear", "pool"):
             ip[4] = n_acc
-            n_acc += op.n_out
+            n_acc += n
         if op.kind in ("conv", "linear"):
             w = m.weight.detach().to("cpu", torch.float32).double()
             if op.kind == "conv":
@@ -497,45 +517,37 @@ def _compile_program(ops: list[_Op]) -> _Program:
                 n_b += b.size
                 biases.append(b)
         if op.kind in ("conv", "pool"):
-            c, hi, wi = op.in_shape
-            co, ho, wo = op.out_shape
+            _, hi, wi = op.in_shape
+            _, ho, wo = op.out_shape
             kh, kw = _pair(m.kernel_size)
             ip[9:15] = (hi, wi, ho, wo, kh, kw)
-            ip[18], ip[19] = c, co
             tab = _geometry_tables(op)
             ip[20] = n_tab
             n_tab += tab.size
             tables.append(tab)
-            ip[5] = n_stamp
         if op.kind == "conv":
             ip[0] = OP_CONV_IAF if fused else OP_CONV
             g = m.groups
-            ip[15:18] = (c // g, co // g, g)
-            n_stamp += ho * wo
+            ip[15:18] = (c_in // g, c_out // g, g)
         elif op.kind == "pool":
             ip[0] = OP_POOL
             fp[4] = np.float32(m.divisor_override if m.divisor_override else kh * kw)
-            n_stamp += op.n_out
         elif op.kind == "linear":
             ip[0] = OP_LINEAR
         else:
             ip[0] = OP_IAF
-            ip[5] = n_stamp
-            n_stamp += n
-            ip[19] = op.layout[0] if _is_spatial(op.layout) else 1
         if iaf is not None:
             ip[21] = iaf.spike_mode
             ip[22] = iaf.reset_mode
             ip[23] = iaf.min_v_mem is not None
             ip[24] = n_v
             ip[25] = n_counts
-            capacity = n // ip[19] if fused else n  # pending positions or neurons
             ip[26] = n_pend
-            ip[27] = capacity
+            ip[27] = p_out
             spiking.append((n_counts, n, iaf))
             n_v += n
             n_counts += n
-            n_pend += 2 * capacity
+            n_pend += 2 * p_out
             fp[0] = iaf.threshold
             fp[1] = iaf.subtract
             fp[2] = iaf.reset_value
@@ -545,7 +557,8 @@ def _compile_program(ops: list[_Op]) -> _Program:
         frows.append(fp)
         k += 2 if fused else 1
     sizes = np.array(
-        [n_out, max(n_acc, 1), max(n_stamp, 1), max(n_v, 1), n_counts, max(n_pend, 1), widest],
+        [n_val, max(n_acc, 1), max(n_stamp, 1), max(n_v, 1), n_counts, max(n_pend, 1), widest,
+         n_list],
         np.int64,
     )
     return _Program(
@@ -711,11 +724,14 @@ def _iaf_chunk(op: _Op, x: torch.Tensor, state: list, k: int, consts) -> torch.T
 
 
 # --------------------------------------------------------------------------------------
-# The numba kernel. Activity between operations is a sparse list per sample and step:
-# flat index (channel-last for spatial tensors), spatial position, float32 value. Each
-# operation turns its input list into its output list. Weighted layers accumulate in
-# float64 and round once to float32; pooling rounds the (exact) window sum to float32 and
-# divides in float32, as torch does.
+# The numba kernel. Activity between operations, per sample and step, is a list of the
+# active positions (those with a non-zero value) and, in one float32 buffer per operation,
+# the channel vectors of those positions (channel-last; entries of positions not listed
+# are stale). Each operation reads its input positions and writes its output positions,
+# a position's channels at once, so the bookkeeping (stamps, lists, bounds) is paid per
+# position and the arithmetic runs over contiguous channels. Weighted layers accumulate
+# in float64 and round once to float32; pooling rounds the (exact) window sum to float32
+# and divides in float32, as torch does.
 # --------------------------------------------------------------------------------------
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -758,162 +774,190 @@ def _moves_at_rest(v, vfirst, to_value, rv, has_min, vmin):
     return (v >= vfirst) | (_clip(w, has_min, vmin) != v)
 
 
+@_inline
+def _zero(a, start, count):
+    start = _u(start)
+    for j in range(_u(count)):
+        a[start + j] = 0.0
+
+
 @_jit
-def _scatter_conv(ip, buf_idx, buf_pos, buf_val, src, n_in, w, acc, stamp, pos, tab, cur):
-    """Add each input's contribution to the accumulators of the positions it reaches;
-    return the number of positions touched (listed in ``pos``)."""
+def _scan(frame, in_c, in_hw, val, plist, stamp, cur):
+    """The active positions of one input frame and their channel vectors. A spatial
+    frame (``in_c`` planes of ``in_hw`` pixels) is read plane by plane, blocks of 16 pixels
+    skipped with one test on their bits (a vectorised OR); any other input is one position."""
+    if in_c == 0:
+        nz = 0
+        for i in range(_u(frame.shape[0])):
+            x = frame[i]
+            val[i] = x
+            nz += x != 0
+        if nz == 0:
+            return 0
+        plist[0] = 0
+        return 1
+    bits = frame.view(np.uint32)
+    n = 0
+    for c in range(in_c):
+        base = _u(c * in_hw)
+        for start in range(0, in_hw, 16):
+            stop = min(in_hw, start + 16)
+            any_bits = np.uint32(0)
+            for r in range(_u(start), _u(stop)):
+                any_bits |= bits[base + r]
+            if any_bits:
+                for r in range(start, stop):
+                    x = frame[base + _u(r)]
+                    if x != 0:
+                        if stamp[r] != cur:
+                            stamp[r] = cur
+                            plist[n] = r
+                            n += 1
+                            _zero(val, r * in_c, in_c)
+                        val[r * in_c + c] = x
+    return n
+
+
+@_jit
+def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur, nzc):
+    """Add each active input position's channels to the accumulators of the output
+    positions it reaches; return the number of output positions touched (listed in
+    ``pos``, accumulators zeroed at the first touch of a step)."""
     hi, wi, wo, kh, kw = ip[9], ip[10], ip[12], ip[13], ip[14]
     cig, cog, groups, ci, co = ip[15], ip[16], ip[17], ip[18], ip[19]
-    aoff, soff, woff = ip[4], ip[5], ip[6]
+    aoff, soff, woff, pw = ip[4], ip[5], ip[6], ip[29]
+    rows = ip[28] != 0
     t_y, t_x = ip[20], ip[20] + hi * wi
     t_rows = t_x + hi * wi
     t_cols = t_rows + hi * kh
+    w_chan = kh * kw * cog  # weights per input channel
     npos = 0
-    if ip[28]:
-        return _scatter_conv_rows(ip, buf_idx, buf_pos, buf_val, src, n_in, w, acc, stamp,
-                                  pos, tab, cur)
     for e in range(n_in):
-        c, p, y, x = _input_at(buf_idx, buf_pos, buf_val, src + e, ci, tab, t_y, t_x)
-        g = c // cig if groups > 1 else 0
-        for ky in range(kh):
-            oy = tab[t_rows + y * kh + ky]
-            if oy < 0:
+        r = plist[psrc + e]
+        vb = src + r * ci
+        nnz = 0  # the position's non-zero channels, listed without branches
+        for c in range(ci):
+            nzc[nnz] = c
+            nnz += val[vb + c] != 0
+        y, x = tab[t_y + r], tab[t_x + r]
+        if rows:
+            # In one kernel row the input reaches the neighbouring output columns lo..hi_,
+            # whose accumulators are contiguous, as are their weights (kernel columns
+            # reversed: output column x + pw - kx uses reversed column kw - 1 - kx).
+            first = x + pw - (kw - 1)
+            lo = max(first, 0)
+            hi_ = min(x + pw, wo - 1)
+            if lo > hi_:
                 continue
-            for kx in range(kw):
-                ox = tab[t_cols + x * kw + kx]
-                if ox < 0:
+            span = _u((hi_ - lo + 1) * co)
+            for ky in range(kh):
+                oy = tab[t_rows + y * kh + ky]
+                if oy < 0:
                     continue
-                q = oy * wo + ox
-                a = aoff + q * co
-                if stamp[soff + q] != cur:
-                    stamp[soff + q] = cur
-                    pos[soff + npos] = q
-                    npos += 1
-                    _zero(acc, a, co)
-                ab = _u(a + g * cog)
-                wb = _u(woff + ((c * kh + ky) * kw + kx) * cog)
-                for j in range(_u(cog)):
-                    acc[ab + j] += p * w[wb + j]
+                q0 = oy * wo
+                for ox in range(lo, hi_ + 1):
+                    q = q0 + ox
+                    if stamp[soff + q] != cur:
+                        stamp[soff + q] = cur
+                        pos[soff + npos] = q
+                        npos += 1
+                        _zero(acc, aoff + q * co, co)
+                ab = _u(aoff + (q0 + lo) * co)
+                wrow = woff + (ky * kw + lo - first) * co
+                for j in range(nnz):
+                    c = nzc[j]
+                    p = np.float64(val[vb + c])
+                    wb = _u(wrow + c * w_chan)
+                    for i in range(span):
+                        acc[ab + i] += p * w[wb + i]
+        else:
+            for ky in range(kh):
+                oy = tab[t_rows + y * kh + ky]
+                if oy < 0:
+                    continue
+                for kx in range(kw):
+                    ox = tab[t_cols + x * kw + kx]
+                    if ox < 0:
+                        continue
+                    q = oy * wo + ox
+                    a = aoff + q * co
+                    if stamp[soff + q] != cur:
+                        stamp[soff + q] = cur
+                        pos[soff + npos] = q
+                        npos += 1
+                        _zero(acc, a, co)
+                    for j in range(nnz):
+                        c = nzc[j]
+                        p = np.float64(val[vb + c])
+                        ab = _u(a + (c // cig) * cog)
+                        wb = _u(woff + c * w_chan + (ky * kw + kx) * cog)
+                        for i in range(_u(cog)):
+                            acc[ab + i] += p * w[wb + i]
     return npos
 
 
 @_jit
-def _scatter_conv_rows(ip, buf_idx, buf_pos, buf_val, src, n_in, w, acc, stamp, pos, tab,
-                       cur):
-    """:func:`_scatter_conv` for stride 1, dilation 1 and one group.
-
-    In one kernel row an input reaches up to ``kw`` neighbouring output positions, whose
-    accumulators are contiguous (channel-last), as are their weights (kernel columns
-    stored reversed): one loop over ``positions * channels`` instead of one per position.
-    """
-    hi, wi, wo, kh, kw, ci, co = ip[9], ip[10], ip[12], ip[13], ip[14], ip[18], ip[19]
-    aoff, soff, woff, pw = ip[4], ip[5], ip[6], ip[29]
-    t_y, t_x = ip[20], ip[20] + hi * wi
-    t_rows = t_x + hi * wi
-    npos = 0
-    for e in range(n_in):
-        c, p, y, x = _input_at(buf_idx, buf_pos, buf_val, src + e, ci, tab, t_y, t_x)
-        # output column x + pw - kx for kernel column kx, i.e. reversed column kw-1-kx
-        first = x + pw - (kw - 1)
-        lo = max(first, 0)
-        hi_ = min(x + pw, wo - 1)
-        if lo > hi_:
-            continue
-        for ky in range(kh):
-            oy = tab[t_rows + y * kh + ky]
-            if oy < 0:
-                continue
-            q0 = oy * wo
-            for ox in range(lo, hi_ + 1):
-                q = q0 + ox
-                if stamp[soff + q] != cur:
-                    stamp[soff + q] = cur
-                    pos[soff + npos] = q
-                    npos += 1
-                    _zero(acc, aoff + q * co, co)
-            ab = _u(aoff + (q0 + lo) * co)
-            wb = _u(woff + ((c * kh + ky) * kw + lo - first) * co)
-            for j in range(_u((hi_ - lo + 1) * co)):
-                acc[ab + j] += p * w[wb + j]
-    return npos
-
-
-@_inline
-def _input_at(buf_idx, buf_pos, buf_val, i, ci, tab, t_y, t_x):
-    """Channel, value (as float64), row and column of entry ``i`` of a spatial list."""
-    r = buf_pos[i]
-    return buf_idx[i] - r * ci, np.float64(buf_val[i]), tab[t_y + r], tab[t_x + r]
-
-
-@_inline
-def _zero(acc, start, count):
-    start = _u(start)
-    for j in range(_u(count)):
-        acc[start + j] = 0.0
-
-
-@_jit
-def _emit_conv(ip, npos, bias, acc, stamp, pos, cur, buf_idx, buf_pos, buf_val, dst):
-    """The convolution's output as a sparse list (every position when there is a bias)."""
+def _emit_conv(ip, npos, bias, acc, stamp, pos, cur, val, plist, dst, pdst):
+    """A convolution's output (not followed by IAF): the touched positions, every position
+    when there is a bias."""
     ho, wo, co = ip[11], ip[12], ip[19]
     aoff, soff, boff, has_bias = ip[4], ip[5], ip[7], ip[8] != 0
     n = 0
     for e in range(ho * wo if has_bias else npos):
         q = e if has_bias else pos[soff + e]
-        a = aoff + q * co
+        a = _u(aoff + q * co)
         if stamp[soff + q] != cur:  # only with a bias: no input here
             _zero(acc, a, co)
-        for o in range(co):
-            val = np.float32(acc[a + o] + bias[boff + o])
-            if val != 0:
-                buf_idx[dst + n] = q * co + o
-                buf_pos[dst + n] = q
-                buf_val[dst + n] = val
-                n += 1
+        ob = _u(dst + q * co)
+        bo = _u(boff)
+        nz = 0
+        for o in range(_u(co)):
+            x = np.float32(acc[a + o] + bias[bo + o])
+            val[ob + o] = x
+            nz += x != 0
+        if nz:
+            plist[pdst + n] = q
+            n += 1
     return n
 
 
 @_inline
-def _iaf_position(q, ip, fp, bias, acc, v, sbuf, buf_idx, buf_pos, buf_val, dst, n, counts, b):
-    """Update the membranes of all channels at position ``q`` with the input in the
-    accumulator; emit spikes after ``n`` entries of the output list. Returns the new
-    output length and whether the position must be updated at the next step even
-    without input. The loop over channels has no branches, so it runs in SIMD lanes."""
-    co, aoff, boff, voff, coff = ip[19], ip[4], ip[7], ip[24], ip[25]
-    multi, to_value, has_min = ip[21] == SPIKE_MULTI, ip[22] == RESET_TO_VALUE, ip[23] != 0
+def _iaf_position(chans, x, xo, bias, bo, fp, multi, to_value, has_min, v, vo, out, oo, crow):
+    """Update the membranes of a position's channels with input ``x[xo:] + bias[bo:]``;
+    write its spikes to ``out[oo:]`` and add them to ``crow[vo:]``. Returns whether any
+    channel spiked and whether the position must be updated at the next step even without
+    input. The loop has no branches, so it runs in SIMD lanes."""
     thr, sub, rv, vmin, vfirst = fp[0], fp[1], fp[2], fp[3], fp[5]
-    a = _u(aoff + q * co)
-    bo = _u(boff)
-    vo = _u(voff + q * co)
+    xo, bo, vo, oo = _u(xo), _u(bo), _u(vo), _u(oo)
     n_spiking = 0
     n_moving = 0
-    for o in range(_u(co)):
-        v1, s = _iaf_update(v[vo + o], np.float32(acc[a + o] + bias[bo + o]), thr, vfirst,
+    for o in range(_u(chans)):
+        v1, s = _iaf_update(v[vo + o], np.float32(x[xo + o] + bias[bo + o]), thr, vfirst,
                             multi, to_value, sub, rv, has_min, vmin)
         v[vo + o] = v1
-        sbuf[o] = s
+        out[oo + o] = s
+        crow[vo + o] += np.int32(s)
         n_spiking += s != 0
         n_moving += _moves_at_rest(v1, vfirst, to_value, rv, has_min, vmin)
-    if n_spiking:
-        for o in range(co):
-            if sbuf[o] != 0:
-                buf_idx[dst + n] = q * co + o
-                buf_pos[dst + n] = q
-                buf_val[dst + n] = sbuf[o]
-                n += 1
-                counts[b, coff + q * co + o] += np.int32(sbuf[o])
-    return n, n_moving > 0
+    return n_spiking > 0, n_moving > 0
+
+
+@_inline
+def _pending_lists(ip, pend_sel, k):
+    """Start of the pending list read this step and of the one written for the next."""
+    cap = ip[27]
+    return ip[26] + pend_sel[k] * cap, ip[26] + (1 - pend_sel[k]) * cap
 
 
 @_jit
-def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, sbuf, pend, pend_n, pend_sel, k,
-              buf_idx, buf_pos, buf_val, dst, counts, b):
+def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_sel, k,
+              val, plist, dst, pdst, crow):
     """IAF layer fed by a convolution: update the touched and the pending positions (all
-    positions when the convolution has a bias)."""
-    ho, wo, co, aoff, soff, has_bias = ip[11], ip[12], ip[19], ip[4], ip[5], ip[8] != 0
-    cap = ip[27]
-    old = ip[26] + pend_sel[k] * cap
-    new = ip[26] + (1 - pend_sel[k]) * cap
+    positions when the convolution has a bias); list those that spiked."""
+    ho, wo, co, aoff, soff, boff, has_bias = ip[11], ip[12], ip[19], ip[4], ip[5], ip[7], ip[8] != 0
+    voff = ip[24]
+    multi, to_value, has_min = ip[21] == SPIKE_MULTI, ip[22] == RESET_TO_VALUE, ip[23] != 0
+    old, new = _pending_lists(ip, pend_sel, k)
     n_old = 0 if has_bias else pend_n[k]
     n_in = ho * wo if has_bias else npos
     n = 0
@@ -929,8 +973,11 @@ def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, sbuf, pend, pend_n, p
             _zero(acc, aoff + q * co, co)
         elif e >= n_in:
             continue  # got input, already updated
-        n, moves = _iaf_position(q, ip, fp, bias, acc, v, sbuf, buf_idx, buf_pos, buf_val,
-                                 dst, n, counts, b)
+        spiked, moves = _iaf_position(co, acc, aoff + q * co, bias, boff, fp, multi, to_value,
+                                      has_min, v, voff + q * co, val, dst + q * co, crow)
+        if spiked:
+            plist[pdst + n] = q
+            n += 1
         if moves and not has_bias:
             pend[new + n_new] = q
             n_new += 1
@@ -940,97 +987,35 @@ def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, sbuf, pend, pend_n, p
 
 
 @_jit
-def _pool(ip, div, buf_idx, buf_pos, buf_val, src, n_in, dst, acc, stamp, pos, pos2, tab, cur):
-    hi, wi, wo, ci = ip[9], ip[10], ip[12], ip[18]
-    aoff, soff = ip[4], ip[5]
-    t_y, t_x = ip[20], ip[20] + hi * wi
-    t_rows = t_x + hi * wi
-    t_cols = t_rows + 2 * hi
-    npos = 0
-    for e in range(n_in):
-        c, p, y, x = _input_at(buf_idx, buf_pos, buf_val, src + e, ci, tab, t_y, t_x)
-        for oy in range(tab[t_rows + 2 * y], tab[t_rows + 2 * y + 1] + 1):
-            for ox in range(tab[t_cols + 2 * x], tab[t_cols + 2 * x + 1] + 1):
-                q = oy * wo + ox
-                o = q * ci + c
-                if stamp[soff + o] != cur:
-                    stamp[soff + o] = cur
-                    pos[soff + npos] = o
-                    pos2[soff + npos] = q
-                    npos += 1
-                    acc[aoff + o] = p
-                else:
-                    acc[aoff + o] += p
-    n = 0
-    for e in range(npos):
-        o = pos[soff + e]
-        val = np.float32(acc[aoff + o]) / div
-        if val != 0:
-            buf_idx[dst + n] = o
-            buf_pos[dst + n] = pos2[soff + e]
-            buf_val[dst + n] = val
-            n += 1
-    return n
-
-
-@_jit
-def _linear(ip, buf_idx, buf_pos, buf_val, src, n_in, dst, w, bias, acc):
-    nout, aoff, woff, boff, has_bias = ip[2], ip[4], ip[6], ip[7], ip[8] != 0
-    if n_in == 0 and not has_bias:
-        return 0
-    _zero(acc, aoff, nout)
-    a = _u(aoff)
-    for e in range(n_in):
-        p = np.float64(buf_val[src + e])
-        wb = _u(woff + buf_idx[src + e] * nout)
-        for o in range(_u(nout)):
-            acc[a + o] += p * w[wb + o]
-    n = 0
-    for o in range(nout):
-        val = np.float32(acc[aoff + o] + bias[boff + o])
-        if val != 0:
-            buf_idx[dst + n] = o
-            buf_pos[dst + n] = o
-            buf_val[dst + n] = val
-            n += 1
-    return n
-
-
-@_jit
-def _iaf(ip, fp, buf_idx, buf_pos, buf_val, src, n_in, dst, v, stamp, cur, pend, pend_n,
-         pend_sel, k, counts, b):
-    """IAF layer fed by a sparse list: update the neurons that got input or were pending;
-    emit spikes; collect the neurons whose state would still change with no input."""
-    soff, voff, coff, cap, chans = ip[5], ip[24], ip[25], ip[27], ip[19]
+def _iaf(ip, fp, val, plist, src, psrc, n_in, dst, pdst, v, stamp, cur, pend, pend_n,
+         pend_sel, k, crow, zeros):
+    """IAF layer fed by another operation: update the positions that got input or were
+    pending; list those that spiked."""
+    soff, voff, chans = ip[5], ip[24], ip[19]
     multi, to_value, has_min = ip[21] == SPIKE_MULTI, ip[22] == RESET_TO_VALUE, ip[23] != 0
-    thr, sub, rv, vmin, vfirst = fp[0], fp[1], fp[2], fp[3], fp[5]
-    zero = np.float32(0.0)
-    old = ip[26] + pend_sel[k] * cap
-    new = ip[26] + (1 - pend_sel[k]) * cap
+    old, new = _pending_lists(ip, pend_sel, k)
     n_old = pend_n[k]
     n_new = 0
     n = 0
     for e in range(n_in + n_old):
         if e < n_in:
-            i = buf_idx[src + e]
-            x = buf_val[src + e]
+            q = plist[psrc + e]
             if n_old:
-                stamp[soff + i] = cur
+                stamp[soff + q] = cur
+            x, xo = val, src + q * chans
         else:
-            i = pend[old + e - n_in]
-            if n_in and stamp[soff + i] == cur:
+            q = pend[old + e - n_in]
+            if n_in and stamp[soff + q] == cur:
                 continue
-            x = zero
-        v1, s = _iaf_update(v[voff + i], x, thr, vfirst, multi, to_value, sub, rv, has_min, vmin)
-        v[voff + i] = v1
-        if s != zero:
-            buf_idx[dst + n] = i
-            buf_pos[dst + n] = buf_pos[src + e] if e < n_in else i // chans
-            buf_val[dst + n] = s
+            x, xo = zeros, 0
+        # zeros also stand in for the bias (float32 + 0.0 is exact)
+        spiked, moves = _iaf_position(chans, x, xo, zeros, 0, fp, multi, to_value, has_min,
+                                      v, voff + q * chans, val, dst + q * chans, crow)
+        if spiked:
+            plist[pdst + n] = q
             n += 1
-            counts[b, coff + i] += np.int32(s)
-        if _moves_at_rest(v1, vfirst, to_value, rv, has_min, vmin):
-            pend[new + n_new] = i
+        if moves:
+            pend[new + n_new] = q
             n_new += 1
     pend_n[k] = n_new
     pend_sel[k] = 1 - pend_sel[k]
@@ -1038,29 +1023,72 @@ def _iaf(ip, fp, buf_idx, buf_pos, buf_val, src, n_in, dst, v, stamp, cur, pend,
 
 
 @_jit
-def _scan(frame, in_c, in_hw, buf_idx, buf_pos, buf_val):
-    """The non-zero pixels of one input frame, indexed channel-last when spatial. Blocks
-    of 16 pixels are skipped with one test on their bits (a vectorised OR)."""
-    planes = max(in_c, 1)
-    hw = in_hw if in_c > 0 else frame.shape[0]
-    bits = frame.view(np.uint32)
+def _pool(ip, div, val, plist, src, psrc, n_in, dst, pdst, acc, stamp, pos, tab, cur):
+    hi, wi, wo, chans = ip[9], ip[10], ip[12], ip[18]
+    aoff, soff = ip[4], ip[5]
+    t_y, t_x = ip[20], ip[20] + hi * wi
+    t_rows = t_x + hi * wi
+    t_cols = t_rows + 2 * hi
+    npos = 0
+    for e in range(n_in):
+        r = plist[psrc + e]
+        y, x = tab[t_y + r], tab[t_x + r]
+        vb = _u(src + r * chans)
+        for oy in range(tab[t_rows + 2 * y], tab[t_rows + 2 * y + 1] + 1):
+            for ox in range(tab[t_cols + 2 * x], tab[t_cols + 2 * x + 1] + 1):
+                q = oy * wo + ox
+                a = _u(aoff + q * chans)
+                if stamp[soff + q] != cur:
+                    stamp[soff + q] = cur
+                    pos[soff + npos] = q
+                    npos += 1
+                    for c in range(_u(chans)):
+                        acc[a + c] = val[vb + c]
+                else:
+                    for c in range(_u(chans)):
+                        acc[a + c] += val[vb + c]
     n = 0
-    for c in range(planes):
-        base = _u(c * hw)
-        for start in range(0, hw, 16):
-            stop = min(hw, start + 16)
-            any_bits = np.uint32(0)
-            for r in range(_u(start), _u(stop)):
-                any_bits |= bits[base + r]
-            if any_bits:
-                for r in range(start, stop):
-                    x = frame[base + _u(r)]
-                    if x != 0:
-                        buf_idx[n] = r * planes + c if in_c > 0 else r
-                        buf_pos[n] = r
-                        buf_val[n] = x
-                        n += 1
+    for e in range(npos):
+        q = pos[soff + e]
+        a = _u(aoff + q * chans)
+        ob = _u(dst + q * chans)
+        nz = 0
+        for c in range(_u(chans)):
+            x = np.float32(acc[a + c]) / div
+            val[ob + c] = x
+            nz += x != 0
+        if nz:
+            plist[pdst + n] = q
+            n += 1
     return n
+
+
+@_jit
+def _linear(ip, val, plist, src, psrc, n_in, dst, pdst, w, bias, acc):
+    nout, ci, aoff, woff, boff, has_bias = ip[2], ip[18], ip[4], ip[6], ip[7], ip[8] != 0
+    if n_in == 0 and not has_bias:
+        return 0
+    _zero(acc, aoff, nout)
+    a = _u(aoff)
+    for e in range(n_in):
+        r = plist[psrc + e]
+        for c in range(r * ci, (r + 1) * ci):  # input index, channel-last for spatial
+            p = val[src + c]
+            if p == 0:
+                continue
+            p64 = np.float64(p)
+            wb = _u(woff + c * nout)
+            for o in range(_u(nout)):
+                acc[a + o] += p64 * w[wb + o]
+    nz = 0
+    for o in range(_u(nout)):
+        x = np.float32(acc[a + o] + bias[_u(boff) + o])
+        val[_u(dst) + o] = x
+        nz += x != 0
+    if nz == 0:
+        return 0
+    plist[pdst] = 0
+    return 1
 
 
 @_jit
@@ -1071,20 +1099,22 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
     _, steps, d = frames.shape
     nops = ip.shape[0]
     last_n = snaps.shape[2]
-    buf_idx = np.empty(d + sizes[0], np.int32)
-    buf_pos = np.empty(d + sizes[0], np.int32)
-    buf_val = np.empty(d + sizes[0], np.float32)
+    p_in = in_hw if in_c > 0 else 1
+    val = np.empty(d + sizes[0], np.float32)  # the input's channel vectors, then each op's
+    plist = np.empty(p_in + sizes[7], np.int32)  # active positions: input, then each op's
+    in_stamp = np.zeros(p_in, np.int64)
     acc = np.zeros(sizes[1], np.float64)
     stamp = np.zeros(sizes[2], np.int64)
     pos = np.zeros(sizes[2], np.int32)
-    pos2 = np.zeros(sizes[2], np.int32)
     v = np.zeros(sizes[3], np.float32)
     pend = np.zeros(sizes[5], np.int32)
-    sbuf = np.zeros(sizes[6], np.float32)
+    nzc = np.zeros(sizes[6], np.int64)
+    zeros = np.zeros(sizes[6], np.float32)
     pend_n = np.zeros(nops, np.int64)
     pend_sel = np.zeros(nops, np.int64)
     cur = 0
     for b in range(b0, b1):
+        crow = counts[b]
         for k in range(nops):
             typ = ip[k, 0]
             if typ == OP_IAF or typ == OP_CONV_IAF:
@@ -1101,32 +1131,34 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
         ck_ptr = 0
         for t in range(steps):
             cur += 1
-            n = _scan(frames[b, t], in_c, in_hw, buf_idx, buf_pos, buf_val)
+            n = _scan(frames[b, t], in_c, in_hw, val, plist, in_stamp, cur)
             src = 0
+            psrc = 0
             for k in range(nops):
                 typ = ip[k, 0]
                 dst = d + ip[k, 3]
+                pdst = p_in + ip[k, 30]
                 if typ == OP_CONV_IAF:
-                    npos = _scatter_conv(ip[k], buf_idx, buf_pos, buf_val, src, n, w, acc,
-                                         stamp, pos, tab, cur)
-                    n = _conv_iaf(ip[k], fp[k], npos, bias, acc, stamp, pos, cur, v, sbuf,
-                                  pend, pend_n, pend_sel, k, buf_idx, buf_pos, buf_val, dst,
-                                  counts, b)
+                    npos = _scatter_conv(ip[k], val, plist, src, psrc, n, w, acc, stamp, pos,
+                                         tab, cur, nzc)
+                    n = _conv_iaf(ip[k], fp[k], npos, bias, acc, stamp, pos, cur, v, pend,
+                                  pend_n, pend_sel, k, val, plist, dst, pdst, crow)
                 elif typ == OP_CONV:
-                    npos = _scatter_conv(ip[k], buf_idx, buf_pos, buf_val, src, n, w, acc,
-                                         stamp, pos, tab, cur)
-                    n = _emit_conv(ip[k], npos, bias, acc, stamp, pos, cur, buf_idx,
-                                   buf_pos, buf_val, dst)
+                    npos = _scatter_conv(ip[k], val, plist, src, psrc, n, w, acc, stamp, pos,
+                                         tab, cur, nzc)
+                    n = _emit_conv(ip[k], npos, bias, acc, stamp, pos, cur, val, plist, dst,
+                                   pdst)
                 elif typ == OP_POOL:
-                    n = _pool(ip[k], fp[k, 4], buf_idx, buf_pos, buf_val, src, n, dst, acc,
-                              stamp, pos, pos2, tab, cur)
+                    n = _pool(ip[k], fp[k, 4], val, plist, src, psrc, n, dst, pdst, acc,
+                              stamp, pos, tab, cur)
                 elif typ == OP_LINEAR:
-                    n = _linear(ip[k], buf_idx, buf_pos, buf_val, src, n, dst, w, bias, acc)
+                    n = _linear(ip[k], val, plist, src, psrc, n, dst, pdst, w, bias, acc)
                 else:
-                    n = _iaf(ip[k], fp[k], buf_idx, buf_pos, buf_val, src, n, dst, v, stamp,
-                             cur, pend, pend_n, pend_sel, k, counts, b)
+                    n = _iaf(ip[k], fp[k], val, plist, src, psrc, n, dst, pdst, v, stamp, cur,
+                             pend, pend_n, pend_sel, k, crow, zeros)
                 src = dst
+                psrc = pdst
             while ck_ptr < ck.shape[0] and ck[ck_ptr] == t:
                 for j in range(last_n):
-                    snaps[b, ck_ptr, j] = counts[b, last_off + j]
+                    snaps[b, ck_ptr, j] = crow[last_off + j]
                 ck_ptr += 1
