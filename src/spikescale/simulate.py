@@ -735,6 +735,9 @@ def _iaf_chunk(op: _Op, x: torch.Tensor, state: list, k: int, consts) -> torch.T
 # --------------------------------------------------------------------------------------
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+# Multiply-adds may fuse where the product is exact (float32 x float32 in float64): the
+# fused and the separate operation then round identically.
+_jit_fma = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 # small helpers of the hot loops: inlined, so that no call or array bookkeeping remains
 _inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 # Indices of the hot loops are unsigned: numba then skips the negative-index wraparound
@@ -818,7 +821,7 @@ def _scan(frame, in_c, in_hw, val, plist, stamp, cur):
     return n
 
 
-@_jit
+@_jit_fma
 def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur, nzc):
     """Add each active input position's channels to the accumulators of the output
     positions it reaches; return the number of output positions touched (listed in
@@ -864,10 +867,19 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
                         _zero(acc, aoff + q * co, co)
                 ab = _u(aoff + (q0 + lo) * co)
                 wrow = woff + (ky * kw + lo - first) * co
-                for j in range(nnz):
-                    c = nzc[j]
-                    p = np.float64(val[vb + c])
-                    wb = _u(wrow + c * w_chan)
+                j = 0
+                while j + 4 <= nnz:  # four channels per pass over the accumulators
+                    p0, p1 = np.float64(val[vb + nzc[j]]), np.float64(val[vb + nzc[j + 1]])
+                    p2, p3 = np.float64(val[vb + nzc[j + 2]]), np.float64(val[vb + nzc[j + 3]])
+                    w0, w1 = _u(wrow + nzc[j] * w_chan), _u(wrow + nzc[j + 1] * w_chan)
+                    w2, w3 = _u(wrow + nzc[j + 2] * w_chan), _u(wrow + nzc[j + 3] * w_chan)
+                    for i in range(span):  # the additions in the order of one at a time
+                        acc[ab + i] = (((acc[ab + i] + p0 * w[w0 + i]) + p1 * w[w1 + i])
+                                       + p2 * w[w2 + i]) + p3 * w[w3 + i]
+                    j += 4
+                for jj in range(j, nnz):
+                    p = np.float64(val[vb + nzc[jj]])
+                    wb = _u(wrow + nzc[jj] * w_chan)
                     for i in range(span):
                         acc[ab + i] += p * w[wb + i]
         else:
