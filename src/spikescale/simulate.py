@@ -934,24 +934,24 @@ def _emit_conv(ip, npos, bias, acc, stamp, pos, cur, val, plist, dst, pdst):
 
 
 @_inline
-def _iaf_position(chans, x, xo, bias, bo, fp, multi, to_value, has_min, v, vo, out, oo, crow):
-    """Update the membranes of a position's channels with input ``x[xo:] + bias[bo:]``;
+def _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v, vo, out, oo, crow):
+    """Update the membranes of a position's channels with the float32 input ``x[xo:]``;
     write its spikes to ``out[oo:]`` and add them to ``crow[vo:]``. Returns whether any
     channel spiked and whether the position must be updated at the next step even without
-    input. The loop has no branches, so it runs in SIMD lanes."""
+    input. The loop has no branches and only float32 data, so it runs in 8 SIMD lanes."""
     thr, sub, rv, vmin, vfirst = fp[0], fp[1], fp[2], fp[3], fp[5]
-    xo, bo, vo, oo = _u(xo), _u(bo), _u(vo), _u(oo)
-    n_spiking = 0
-    n_moving = 0
+    xo, vo, oo = _u(xo), _u(vo), _u(oo)
+    spiked = False
+    moving = False
     for o in range(_u(chans)):
-        v1, s = _iaf_update(v[vo + o], np.float32(x[xo + o] + bias[bo + o]), thr, vfirst,
-                            multi, to_value, sub, rv, has_min, vmin)
+        v1, s = _iaf_update(v[vo + o], x[xo + o], thr, vfirst, multi, to_value, sub, rv,
+                            has_min, vmin)
         v[vo + o] = v1
         out[oo + o] = s
         crow[vo + o] += np.int32(s)
-        n_spiking += s != 0
-        n_moving += _moves_at_rest(v1, vfirst, to_value, rv, has_min, vmin)
-    return n_spiking > 0, n_moving > 0
+        spiked |= s != 0
+        moving |= _moves_at_rest(v1, vfirst, to_value, rv, has_min, vmin)
+    return spiked, moving
 
 
 @_inline
@@ -963,7 +963,7 @@ def _pending_lists(ip, pend_sel, k):
 
 @_jit
 def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_sel, k,
-              val, plist, dst, pdst, crow):
+              val, plist, dst, pdst, crow, xs):
     """IAF layer fed by a convolution: update the touched and the pending positions (all
     positions when the convolution has a bias); list those that spiked."""
     ho, wo, co, aoff, soff, boff, has_bias = ip[11], ip[12], ip[19], ip[4], ip[5], ip[7], ip[8] != 0
@@ -985,8 +985,11 @@ def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_se
             _zero(acc, aoff + q * co, co)
         elif e >= n_in:
             continue  # got input, already updated
-        spiked, moves = _iaf_position(co, acc, aoff + q * co, bias, boff, fp, multi, to_value,
-                                      has_min, v, voff + q * co, val, dst + q * co, crow)
+        a = _u(aoff + q * co)
+        for o in range(_u(co)):  # the synaptic input, rounded once to float32
+            xs[o] = np.float32(acc[a + o] + bias[_u(boff) + o])
+        spiked, moves = _iaf_position(co, xs, 0, fp, multi, to_value, has_min, v,
+                                      voff + q * co, val, dst + q * co, crow)
         if spiked:
             plist[pdst + n] = q
             n += 1
@@ -1020,9 +1023,8 @@ def _iaf(ip, fp, val, plist, src, psrc, n_in, dst, pdst, v, stamp, cur, pend, pe
             if n_in and stamp[soff + q] == cur:
                 continue
             x, xo = zeros, 0
-        # zeros also stand in for the bias (float32 + 0.0 is exact)
-        spiked, moves = _iaf_position(chans, x, xo, zeros, 0, fp, multi, to_value, has_min,
-                                      v, voff + q * chans, val, dst + q * chans, crow)
+        spiked, moves = _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v,
+                                      voff + q * chans, val, dst + q * chans, crow)
         if spiked:
             plist[pdst + n] = q
             n += 1
@@ -1122,6 +1124,7 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
     pend = np.zeros(sizes[5], np.int32)
     nzc = np.zeros(sizes[6], np.int64)
     zeros = np.zeros(sizes[6], np.float32)
+    xs = np.zeros(sizes[6], np.float32)
     pend_n = np.zeros(nops, np.int64)
     pend_sel = np.zeros(nops, np.int64)
     cur = 0
@@ -1154,7 +1157,7 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
                     npos = _scatter_conv(ip[k], val, plist, src, psrc, n, w, acc, stamp, pos,
                                          tab, cur, nzc)
                     n = _conv_iaf(ip[k], fp[k], npos, bias, acc, stamp, pos, cur, v, pend,
-                                  pend_n, pend_sel, k, val, plist, dst, pdst, crow)
+                                  pend_n, pend_sel, k, val, plist, dst, pdst, crow, xs)
                 elif typ == OP_CONV:
                     npos = _scatter_conv(ip[k], val, plist, src, psrc, n, w, acc, stamp, pos,
                                          tab, cur, nzc)
