@@ -354,10 +354,10 @@ _NI, _NF = 32, 8  # integer and float parameter slots per operation
 # offset, 7 bias offset (a shared block of zeros without bias), 8 has bias, 9-14 hi wi ho
 # wo kh kw, 15-17 channels per group in / out and groups, 18-19 channels per input / output
 # position, 20 table offset, 21 spike function, 22 reset, 23 has min_v_mem, 24 membrane
-# offset, 25 count offset, 26 pending-list offset, 27 pending-list capacity (positions),
-# 28 row scatter (convolution with stride 1, dilation 1, one group: weights stored with
-# the kernel columns reversed), 29 left padding, 30 output position-list offset,
-# 31 output positions.
+# offset (also of the neurons' spike counts), 26 pending-list offset, 27 pending-list
+# capacity (positions), 28 row scatter (convolution with stride 1, dilation 1, one group:
+# weights stored with the kernel columns reversed), 29 left padding, 30 output
+# position-list offset.
 # Float slots (fp): 0 threshold, 1 subtract value, 2 reset value, 3 min_v_mem,
 # 4 pooling divisor, 5 first spiking membrane value.
 
@@ -467,7 +467,7 @@ def _compile_program(ops: list[_Op]) -> _Program:
     tables: list[np.ndarray] = []
     spiking = []
     n_w, n_b, n_tab = 0, widest, 0
-    n_val = n_list = n_acc = n_stamp = n_v = n_pend = n_counts = 0
+    n_val = n_list = n_acc = n_stamp = n_v = n_pend = 0
     k = 0
     while k < len(ops):
         op = ops[k]
@@ -479,7 +479,7 @@ def _compile_program(ops: list[_Op]) -> _Program:
         p_out, c_out = (p_in, c_in) if op.kind == "iaf" else _grid(op.out_shape, op.out_shape)
         n = p_out * c_out
         ip[1], ip[2] = p_in * c_in, n
-        ip[3], ip[30], ip[31] = n_val, n_list, p_out
+        ip[3], ip[30] = n_val, n_list
         ip[18], ip[19] = c_in, c_out
         ip[5] = n_stamp
         n_val += n
@@ -541,12 +541,10 @@ def _compile_program(ops: list[_Op]) -> _Program:
             ip[22] = iaf.reset_mode
             ip[23] = iaf.min_v_mem is not None
             ip[24] = n_v
-            ip[25] = n_counts
             ip[26] = n_pend
             ip[27] = p_out
-            spiking.append((n_counts, n, iaf))
+            spiking.append((n_v, n, iaf))
             n_v += n
-            n_counts += n
             n_pend += 2 * p_out
             fp[0] = iaf.threshold
             fp[1] = iaf.subtract
@@ -557,7 +555,7 @@ def _compile_program(ops: list[_Op]) -> _Program:
         frows.append(fp)
         k += 2 if fused else 1
     sizes = np.array(
-        [n_val, max(n_acc, 1), max(n_stamp, 1), max(n_v, 1), n_counts, max(n_pend, 1), widest,
+        [n_val, max(n_acc, 1), max(n_stamp, 1), max(n_v, 1), n_v, max(n_pend, 1), widest,
          n_list],
         np.int64,
     )
