@@ -959,6 +959,26 @@ def _pending_lists(ip, pend_sel, k):
     return ip[26] + pend_sel[k] * cap, ip[26] + (1 - pend_sel[k]) * cap
 
 
+@_inline
+def _record(q, spiked, moves, plist, pdst, n, pend, new, n_new):
+    """List updated position ``q`` in the output if it spiked, and in the next step's
+    pending list if it would change without input."""
+    if spiked:
+        plist[pdst + n] = q
+        n += 1
+    if moves:
+        pend[new + n_new] = q
+        n_new += 1
+    return n, n_new
+
+
+@_inline
+def _swap_pending(pend_n, pend_sel, k, n_new):
+    """The list written this step is the one read at the next."""
+    pend_n[k] = n_new
+    pend_sel[k] = 1 - pend_sel[k]
+
+
 @_jit
 def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_sel, k,
               val, plist, dst, pdst, crow, xs):
@@ -988,14 +1008,8 @@ def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_se
             xs[o] = np.float32(acc[a + o] + bias[_u(boff) + o])
         spiked, moves = _iaf_position(co, xs, 0, fp, multi, to_value, has_min, v,
                                       voff + q * co, val, dst + q * co, crow)
-        if spiked:
-            plist[pdst + n] = q
-            n += 1
-        if moves and not has_bias:
-            pend[new + n_new] = q
-            n_new += 1
-    pend_n[k] = n_new
-    pend_sel[k] = 1 - pend_sel[k]
+        n, n_new = _record(q, spiked, moves and not has_bias, plist, pdst, n, pend, new, n_new)
+    _swap_pending(pend_n, pend_sel, k, n_new)
     return n
 
 
@@ -1023,14 +1037,8 @@ def _iaf(ip, fp, val, plist, src, psrc, n_in, dst, pdst, v, stamp, cur, pend, pe
             x, xo = zeros, 0
         spiked, moves = _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v,
                                       voff + q * chans, val, dst + q * chans, crow)
-        if spiked:
-            plist[pdst + n] = q
-            n += 1
-        if moves:
-            pend[new + n_new] = q
-            n_new += 1
-    pend_n[k] = n_new
-    pend_sel[k] = 1 - pend_sel[k]
+        n, n_new = _record(q, spiked, moves, plist, pdst, n, pend, new, n_new)
+    _swap_pending(pend_n, pend_sel, k, n_new)
     return n
 
 
