@@ -823,7 +823,8 @@ def _scan(frame, in_c, in_hw, val, plist, stamp, cur):
 def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur, nzc):
     """Add each active input position's channels to the accumulators of the output
     positions it reaches; return the number of output positions touched (listed in
-    ``pos``, accumulators zeroed at the first touch of a step)."""
+    ``pos``). The accumulators are zero at the start of a step: whatever reads them
+    (:func:`_conv_iaf`, :func:`_emit_conv`) sets them back to zero."""
     hi, wi, wo, kh, kw = ip[9], ip[10], ip[12], ip[13], ip[14]
     cig, cog, groups, ci, co = ip[15], ip[16], ip[17], ip[18], ip[19]
     aoff, soff, woff, pw = ip[4], ip[5], ip[6], ip[29]
@@ -862,7 +863,6 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
                         stamp[soff + q] = cur
                         pos[soff + npos] = q
                         npos += 1
-                        _zero(acc, aoff + q * co, co)
                 ab = _u(aoff + (q0 + lo) * co)
                 wrow = woff + (ky * kw + lo - first) * co
                 j = 0
@@ -895,7 +895,6 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
                         stamp[soff + q] = cur
                         pos[soff + npos] = q
                         npos += 1
-                        _zero(acc, a, co)
                     for j in range(nnz):
                         c = nzc[j]
                         p = np.float64(val[vb + c])
@@ -916,13 +915,12 @@ def _emit_conv(ip, npos, bias, acc, stamp, pos, cur, val, plist, dst, pdst):
     for e in range(ho * wo if has_bias else npos):
         q = e if has_bias else pos[soff + e]
         a = _u(aoff + q * co)
-        if stamp[soff + q] != cur:  # only with a bias: no input here
-            _zero(acc, a, co)
         ob = _u(dst + q * co)
         bo = _u(boff)
         nz = 0
         for o in range(_u(co)):
             x = np.float32(acc[a + o] + bias[bo + o])
+            acc[a + o] = 0.0
             val[ob + o] = x
             nz += x != 0
         if nz:
@@ -995,17 +993,15 @@ def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_se
     for e in range(n_in + n_old):
         if e < n_in:
             q = e if has_bias else pos[soff + e]
-        else:
+        else:  # pending: updated once, unless it got input (then it was updated above)
             q = pend[old + e - n_in]
-        if stamp[soff + q] != cur:  # no input here (pending, or a bias only)
-            if e >= n_in:
-                stamp[soff + q] = cur  # update once
-            _zero(acc, aoff + q * co, co)
-        elif e >= n_in:
-            continue  # got input, already updated
+            if stamp[soff + q] == cur:
+                continue
+            stamp[soff + q] = cur
         a = _u(aoff + q * co)
         for o in range(_u(co)):  # the synaptic input, rounded once to float32
             xs[o] = np.float32(acc[a + o] + bias[_u(boff) + o])
+            acc[a + o] = 0.0
         spiked, moves = _iaf_position(co, xs, 0, fp, multi, to_value, has_min, v,
                                       voff + q * co, val, dst + q * co, crow)
         n, n_new = _record(q, spiked, moves and not has_bias, plist, pdst, n, pend, new, n_new)
