@@ -923,9 +923,8 @@ def _emit_conv(ip, npos, bias, acc, stamp, pos, cur, val, plist, dst, pdst):
             acc[a + o] = 0.0
             val[ob + o] = x
             nz += x != 0
-        if nz:
-            plist[pdst + n] = q
-            n += 1
+        plist[pdst + n] = q
+        n += nz != 0
     return n
 
 
@@ -961,12 +960,10 @@ def _pending_lists(ip, pend_sel, k):
 def _record(q, spiked, moves, plist, pdst, n, pend, new, n_new):
     """List updated position ``q`` in the output if it spiked, and in the next step's
     pending list if it would change without input."""
-    if spiked:
-        plist[pdst + n] = q
-        n += 1
-    if moves:
-        pend[new + n_new] = q
-        n_new += 1
+    plist[pdst + n] = q  # written always, kept only if counted: no branch to mispredict
+    n += spiked
+    pend[new + n_new] = q
+    n_new += moves
     return n, n_new
 
 
@@ -1058,11 +1055,8 @@ def _pool(ip, div, val, plist, src, psrc, n_in, dst, pdst, acc, stamp, pos, tab,
                     stamp[soff + q] = cur
                     pos[soff + npos] = q
                     npos += 1
-                    for c in range(_u(chans)):
-                        acc[a + c] = val[vb + c]
-                else:
-                    for c in range(_u(chans)):
-                        acc[a + c] += val[vb + c]
+                for c in range(_u(chans)):
+                    acc[a + c] += val[vb + c]
     n = 0
     for e in range(npos):
         q = pos[soff + e]
@@ -1071,11 +1065,11 @@ def _pool(ip, div, val, plist, src, psrc, n_in, dst, pdst, acc, stamp, pos, tab,
         nz = 0
         for c in range(_u(chans)):
             x = np.float32(acc[a + c]) / div
+            acc[a + c] = 0.0
             val[ob + c] = x
             nz += x != 0
-        if nz:
-            plist[pdst + n] = q
-            n += 1
+        plist[pdst + n] = q
+        n += nz != 0
     return n
 
 
