@@ -111,8 +111,11 @@ def cases(draw):
                 continue  # two weighted layers without neurons in between
             layers.append(iaf(draw(neuron_configs()) if draw(st.integers(0, 3)) == 0 else cfg))
             if min(shape[1:]) >= 2 and draw(st.booleans()):
-                layers.append(nn.AvgPool2d(2))
-                shape = (shape[0], shape[1] // 2, shape[2] // 2)
+                # windows that tile the map (the fast backend then adds the spikes straight
+                # into the window sums), or overlapping ones
+                stride = draw(st.sampled_from([2, 2, 1]))
+                layers.append(nn.AvgPool2d(2, stride))
+                shape = (shape[0], (shape[1] - 2) // stride + 1, (shape[2] - 2) // stride + 1)
         layers.append(nn.Flatten())
         shape = (int(np.prod(shape)),)
     if mlp or draw(st.integers(0, 5)) > 0:

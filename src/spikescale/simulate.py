@@ -348,7 +348,7 @@ def _check_raster(raster: torch.Tensor) -> None:
 # --------------------------------------------------------------------------------------
 
 OP_CONV, OP_POOL, OP_LINEAR, OP_IAF, OP_CONV_IAF = 0, 1, 2, 3, 4
-_NI, _NF = 32, 8  # integer and float parameter slots per operation
+_NI, _NF = 34, 8  # integer and float parameter slots per operation
 # Integer slots (ip): 0 type, 1 input size, 2 output size, 3 output value offset,
 # 4 accumulator offset, 5 stamp / touched-list offset (per output position), 6 weight
 # offset, 7 bias offset (a shared block of zeros without bias), 8 has bias, 9-14 hi wi ho
@@ -357,7 +357,10 @@ _NI, _NF = 32, 8  # integer and float parameter slots per operation
 # offset (also of the neurons' spike counts), 26 pending-list offset, 27 pending-list
 # capacity (positions), 28 row scatter (convolution with stride 1, dilation 1, one group:
 # weights stored with the kernel columns reversed), 29 left padding, 30 output
-# position-list offset.
+# position-list offset, 25 pooled: a convolution + IAF adds its spikes straight into the
+# window sums of the pooling that follows (then 32 offset of the table of each output
+# position's pooling window, 33 the pooling's stamp / touched-list offset); a pooling
+# operation so fed only divides and lists the sums.
 # Float slots (fp): 0 threshold, 1 subtract value, 2 reset value, 3 min_v_mem,
 # 4 pooling divisor, 5 first spiking membrane value.
 
@@ -438,6 +441,24 @@ def _geometry_tables(op: _Op) -> np.ndarray:
     return np.concatenate([pos // wi, pos % wi, rows, cols]).astype(np.int32)
 
 
+def _tiles(op: _Op) -> bool:
+    """Pooling whose windows tile the input (stride = kernel): each input position lies
+    in at most one window."""
+    m = op.module
+    return _pair(m.stride or m.kernel_size) == _pair(m.kernel_size)
+
+
+def _window_table(op: _Op) -> np.ndarray:
+    """For each input position of a tiling pooling, its window (output position), -1 for
+    the rows and columns that no window covers."""
+    _, hi, wi = op.in_shape
+    _, ho, wo = op.out_shape
+    kh, kw = _pair(op.module.kernel_size)
+    y, x = np.divmod(np.arange(hi * wi), wi)
+    oy, ox = y // kh, x // kw
+    return np.where((oy < ho) & (ox < wo), oy * wo + ox, -1).astype(np.int32)
+
+
 def _grid(layout: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, int]:
     """Positions and channels per position of a tensor in the kernel's order: a spatial
     tensor (also one flattened from a spatial layout) is ``H * W`` positions of ``C``
@@ -451,13 +472,15 @@ def _compile_program(ops: list[_Op]) -> _Program:
     """Pack ``ops`` into arrays for the numba kernel.
 
     A convolution directly followed by its IAF layer becomes one operation, so that the
-    membrane update runs over a position's channels straight from the accumulator.
+    membrane update runs over a position's channels straight from the accumulator; when a
+    tiling pooling follows, that operation also adds the spikes into the pooling's sums.
     Spatial activity is indexed channel-last (``(y * W + x) * C + c``), so a position's
     channels are contiguous in the accumulators, the membranes, the weights and the
     activity passed between operations.
     """
     rows: list[np.ndarray] = []
     frows: list[np.ndarray] = []
+    row_ops: list[_Op] = []
     widest = max(
         max(_grid(op.layout, op.in_shape)[1], _grid(op.out_shape, op.out_shape)[1])
         for op in ops
@@ -553,7 +576,15 @@ def _compile_program(ops: list[_Op]) -> _Program:
             fp[5] = _first_spiking_v(iaf.threshold, iaf.spike_mode)
         rows.append(ip)
         frows.append(fp)
+        row_ops.append(op)
         k += 2 if fused else 1
+    for conv, pool, pool_op in zip(rows, rows[1:], row_ops[1:]):
+        if conv[0] == OP_CONV_IAF and pool[0] == OP_POOL and _tiles(pool_op):
+            tab = _window_table(pool_op)
+            conv[25], conv[32], conv[33] = 1, n_tab, pool[5]
+            pool[25] = 1
+            n_tab += tab.size
+            tables.append(tab)
     sizes = np.array(
         [n_val, max(n_acc, 1), max(n_stamp, 1), max(n_v, 1), n_v, max(n_pend, 1), widest,
          n_list],
@@ -819,6 +850,40 @@ def _scan(frame, in_c, in_hw, val, plist, stamp, cur):
     return n
 
 
+@_inline
+def _nonzero_channels(val, vb, chans, nzc):
+    """List the non-zero channels of the vector ``val[vb:vb + chans]`` in ``nzc`` (without
+    branches); return how many there are."""
+    nnz = 0
+    for c in range(chans):
+        nzc[nnz] = c
+        nnz += val[vb + c] != 0
+    return nnz
+
+
+@_inline
+def _add_channels(acc, ab, span, val, vb, nzc, nnz, w, wrow, w_chan):
+    """``acc[ab:ab + span] += val[vb + c] * w[wrow + c * w_chan:][:span]`` for the listed
+    channels ``c``, four channels per pass over the accumulators, each accumulator's
+    additions in the order of one channel at a time."""
+    ab, span = _u(ab), _u(span)
+    j = 0
+    while j + 4 <= nnz:
+        p0, p1 = np.float64(val[vb + nzc[j]]), np.float64(val[vb + nzc[j + 1]])
+        p2, p3 = np.float64(val[vb + nzc[j + 2]]), np.float64(val[vb + nzc[j + 3]])
+        w0, w1 = _u(wrow + nzc[j] * w_chan), _u(wrow + nzc[j + 1] * w_chan)
+        w2, w3 = _u(wrow + nzc[j + 2] * w_chan), _u(wrow + nzc[j + 3] * w_chan)
+        for i in range(span):
+            acc[ab + i] = (((acc[ab + i] + p0 * w[w0 + i]) + p1 * w[w1 + i])
+                           + p2 * w[w2 + i]) + p3 * w[w3 + i]
+        j += 4
+    for jj in range(j, nnz):
+        p = np.float64(val[vb + nzc[jj]])
+        wb = _u(wrow + nzc[jj] * w_chan)
+        for i in range(span):
+            acc[ab + i] += p * w[wb + i]
+
+
 @_jit_fma
 def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur, nzc):
     """Add each active input position's channels to the accumulators of the output
@@ -837,10 +902,7 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
     for e in range(n_in):
         r = plist[psrc + e]
         vb = src + r * ci
-        nnz = 0  # the position's non-zero channels, listed without branches
-        for c in range(ci):
-            nzc[nnz] = c
-            nnz += val[vb + c] != 0
+        nnz = _nonzero_channels(val, vb, ci, nzc)
         y, x = tab[t_y + r], tab[t_x + r]
         if rows:
             # In one kernel row the input reaches the neighbouring output columns lo..hi_,
@@ -863,23 +925,8 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
                         stamp[soff + q] = cur
                         pos[soff + npos] = q
                         npos += 1
-                ab = _u(aoff + (q0 + lo) * co)
-                wrow = woff + (ky * kw + lo - first) * co
-                j = 0
-                while j + 4 <= nnz:  # four channels per pass over the accumulators
-                    p0, p1 = np.float64(val[vb + nzc[j]]), np.float64(val[vb + nzc[j + 1]])
-                    p2, p3 = np.float64(val[vb + nzc[j + 2]]), np.float64(val[vb + nzc[j + 3]])
-                    w0, w1 = _u(wrow + nzc[j] * w_chan), _u(wrow + nzc[j + 1] * w_chan)
-                    w2, w3 = _u(wrow + nzc[j + 2] * w_chan), _u(wrow + nzc[j + 3] * w_chan)
-                    for i in range(span):  # the additions in the order of one at a time
-                        acc[ab + i] = (((acc[ab + i] + p0 * w[w0 + i]) + p1 * w[w1 + i])
-                                       + p2 * w[w2 + i]) + p3 * w[w3 + i]
-                    j += 4
-                for jj in range(j, nnz):
-                    p = np.float64(val[vb + nzc[jj]])
-                    wb = _u(wrow + nzc[jj] * w_chan)
-                    for i in range(span):
-                        acc[ab + i] += p * w[wb + i]
+                _add_channels(acc, aoff + (q0 + lo) * co, span, val, vb, nzc, nnz, w,
+                              woff + (ky * kw + lo - first) * co, w_chan)
         else:
             for ky in range(kh):
                 oy = tab[t_rows + y * kh + ky]
@@ -929,11 +976,12 @@ def _emit_conv(ip, npos, bias, acc, stamp, pos, cur, val, plist, dst, pdst):
 
 
 @_inline
-def _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v, vo, out, oo, crow):
+def _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v, vo, out, oo, keep, crow):
     """Update the membranes of a position's channels with the float32 input ``x[xo:]``;
-    write its spikes to ``out[oo:]`` and add them to ``crow[vo:]``. Returns whether any
-    channel spiked and whether the position must be updated at the next step even without
-    input. The loop has no branches and only float32 data, so it runs in 8 SIMD lanes."""
+    write its spikes to ``out[oo:]`` (``keep`` 1: add them to what is there, 0: replace
+    it) and add them to ``crow[vo:]``. Returns whether any channel spiked and whether the
+    position must be updated at the next step even without input. The loop has no
+    branches and only float32 data, so it runs in 8 SIMD lanes."""
     thr, sub, rv, vmin, vfirst = fp[0], fp[1], fp[2], fp[3], fp[5]
     xo, vo, oo = _u(xo), _u(vo), _u(oo)
     spiked = False
@@ -942,7 +990,7 @@ def _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v, vo, out, oo, cr
         v1, s = _iaf_update(v[vo + o], x[xo + o], thr, vfirst, multi, to_value, sub, rv,
                             has_min, vmin)
         v[vo + o] = v1
-        out[oo + o] = s
+        out[oo + o] = out[oo + o] * keep + s
         crow[vo + o] += np.int32(s)
         spiked |= s != 0
         moving |= _moves_at_rest(v1, vfirst, to_value, rv, has_min, vmin)
@@ -957,14 +1005,11 @@ def _pending_lists(ip, pend_sel, k):
 
 
 @_inline
-def _record(q, spiked, moves, plist, pdst, n, pend, new, n_new):
-    """List updated position ``q`` in the output if it spiked, and in the next step's
-    pending list if it would change without input."""
-    plist[pdst + n] = q  # written always, kept only if counted: no branch to mispredict
-    n += spiked
-    pend[new + n_new] = q
-    n_new += moves
-    return n, n_new
+def _list(lst, off, n, q, flag):
+    """Append ``q`` to the list of ``n`` entries at ``lst[off:]`` if ``flag``: written
+    always, counted only if ``flag``, so no branch to mispredict. Returns the new length."""
+    lst[off + n] = q
+    return n + flag
 
 
 @_inline
@@ -976,11 +1021,14 @@ def _swap_pending(pend_n, pend_sel, k, n_new):
 
 @_jit
 def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_sel, k,
-              val, plist, dst, pdst, crow, xs):
+              val, plist, dst, pdst, crow, xs, tab):
     """IAF layer fed by a convolution: update the touched and the pending positions (all
-    positions when the convolution has a bias); list those that spiked."""
+    positions when the convolution has a bias); list those that spiked. Pooled (``ip[25]``):
+    add the spikes into the window sums of the pooling at ``val[dst:]`` instead, and
+    list the windows that got spikes in the pooling's touched list (returns their number)."""
     ho, wo, co, aoff, soff, boff, has_bias = ip[11], ip[12], ip[19], ip[4], ip[5], ip[7], ip[8] != 0
-    voff = ip[24]
+    voff, pooled, t_win, psoff = ip[24], ip[25] != 0, ip[32], ip[33]
+    keep = np.float32(1.0 if pooled else 0.0)
     multi, to_value, has_min = ip[21] == SPIKE_MULTI, ip[22] == RESET_TO_VALUE, ip[23] != 0
     old, new = _pending_lists(ip, pend_sel, k)
     n_old = 0 if has_bias else pend_n[k]
@@ -999,9 +1047,21 @@ def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_se
         for o in range(_u(co)):  # the synaptic input, rounded once to float32
             xs[o] = np.float32(acc[a + o] + bias[_u(boff) + o])
             acc[a + o] = 0.0
+        if pooled:
+            win = tab[t_win + q]
+            # positions outside every window write their spikes to a slot no window uses
+            slot = win if win >= 0 else ho * wo - 1
+        else:
+            slot = q
         spiked, moves = _iaf_position(co, xs, 0, fp, multi, to_value, has_min, v,
-                                      voff + q * co, val, dst + q * co, crow)
-        n, n_new = _record(q, spiked, moves and not has_bias, plist, pdst, n, pend, new, n_new)
+                                      voff + q * co, val, dst + slot * co, keep, crow)
+        if not pooled:
+            n = _list(plist, pdst, n, q, spiked)
+        elif spiked and win >= 0 and stamp[psoff + win] != cur:
+            stamp[psoff + win] = cur
+            pos[psoff + n] = win
+            n += 1
+        n_new = _list(pend, new, n_new, q, moves and not has_bias)
     _swap_pending(pend_n, pend_sel, k, n_new)
     return n
 
@@ -1029,14 +1089,18 @@ def _iaf(ip, fp, val, plist, src, psrc, n_in, dst, pdst, v, stamp, cur, pend, pe
                 continue
             x, xo = zeros, 0
         spiked, moves = _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v,
-                                      voff + q * chans, val, dst + q * chans, crow)
-        n, n_new = _record(q, spiked, moves, plist, pdst, n, pend, new, n_new)
+                                      voff + q * chans, val, dst + q * chans,
+                                      np.float32(0.0), crow)
+        n = _list(plist, pdst, n, q, spiked)
+        n_new = _list(pend, new, n_new, q, moves)
     _swap_pending(pend_n, pend_sel, k, n_new)
     return n
 
 
 @_jit
 def _pool(ip, div, val, plist, src, psrc, n_in, dst, pdst, acc, stamp, pos, tab, cur):
+    """Average pooling: sum the active input positions into the windows that hold them,
+    then divide (:func:`_pool_emit`)."""
     hi, wi, wo, chans = ip[9], ip[10], ip[12], ip[18]
     aoff, soff = ip[4], ip[5]
     t_y, t_x = ip[20], ip[20] + hi * wi
@@ -1057,39 +1121,42 @@ def _pool(ip, div, val, plist, src, psrc, n_in, dst, pdst, acc, stamp, pos, tab,
                     npos += 1
                 for c in range(_u(chans)):
                     acc[a + c] += val[vb + c]
-    n = 0
-    for e in range(npos):
-        q = pos[soff + e]
-        a = _u(aoff + q * chans)
-        ob = _u(dst + q * chans)
-        nz = 0
-        for c in range(_u(chans)):
-            x = np.float32(acc[a + c]) / div
-            acc[a + c] = 0.0
-            val[ob + c] = x
-            nz += x != 0
-        plist[pdst + n] = q
-        n += nz != 0
-    return n
+    return _pool_emit(ip, div, acc, aoff, npos, pos, val, plist, dst, pdst)
 
 
 @_jit
-def _linear(ip, val, plist, src, psrc, n_in, dst, pdst, w, bias, acc):
+def _pool_emit(ip, div, sums, so, npos, pos, val, plist, dst, pdst):
+    """Divide the window sums ``sums[so:]`` of the ``npos`` touched windows (rounded to
+    float32 first, as torch sums in float32: exact for spike counts), set them back to
+    zero, and list the windows with a non-zero output."""
+    chans, soff = ip[18], ip[5]
+    n = 0
+    for e in range(npos):
+        q = pos[soff + e]
+        a = _u(so + q * chans)
+        ob = _u(dst + q * chans)
+        nz = 0
+        for c in range(_u(chans)):
+            x = np.float32(sums[a + c]) / div
+            sums[a + c] = 0.0
+            val[ob + c] = x
+            nz += x != 0
+        n = _list(plist, pdst, n, q, nz != 0)
+    return n
+
+
+@_jit_fma
+def _linear(ip, val, plist, src, psrc, n_in, dst, pdst, w, bias, acc, nzc):
     nout, ci, aoff, woff, boff, has_bias = ip[2], ip[18], ip[4], ip[6], ip[7], ip[8] != 0
     if n_in == 0 and not has_bias:
         return 0
     _zero(acc, aoff, nout)
     a = _u(aoff)
     for e in range(n_in):
-        r = plist[psrc + e]
-        for c in range(r * ci, (r + 1) * ci):  # input index, channel-last for spatial
-            p = val[src + c]
-            if p == 0:
-                continue
-            p64 = np.float64(p)
-            wb = _u(woff + c * nout)
-            for o in range(_u(nout)):
-                acc[a + o] += p64 * w[wb + o]
+        r = plist[psrc + e]  # input index r * ci + c: channel-last for spatial input
+        vb = src + r * ci
+        nnz = _nonzero_channels(val, vb, ci, nzc)
+        _add_channels(acc, aoff, nout, val, vb, nzc, nnz, w, woff + r * ci * nout, nout)
     nz = 0
     for o in range(_u(nout)):
         x = np.float32(acc[a + o] + bias[_u(boff) + o])
@@ -1110,7 +1177,7 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
     nops = ip.shape[0]
     last_n = snaps.shape[2]
     p_in = in_hw if in_c > 0 else 1
-    val = np.empty(d + sizes[0], np.float32)  # the input's channel vectors, then each op's
+    val = np.zeros(d + sizes[0], np.float32)  # the input's channel vectors, then each op's
     plist = np.empty(p_in + sizes[7], np.int32)  # active positions: input, then each op's
     in_stamp = np.zeros(p_in, np.int64)
     acc = np.zeros(sizes[1], np.float64)
@@ -1153,17 +1220,19 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
                     npos = _scatter_conv(ip[k], val, plist, src, psrc, n, w, acc, stamp, pos,
                                          tab, cur, nzc)
                     n = _conv_iaf(ip[k], fp[k], npos, bias, acc, stamp, pos, cur, v, pend,
-                                  pend_n, pend_sel, k, val, plist, dst, pdst, crow, xs)
+                                  pend_n, pend_sel, k, val, plist, dst, pdst, crow, xs, tab)
                 elif typ == OP_CONV:
                     npos = _scatter_conv(ip[k], val, plist, src, psrc, n, w, acc, stamp, pos,
                                          tab, cur, nzc)
                     n = _emit_conv(ip[k], npos, bias, acc, stamp, pos, cur, val, plist, dst,
                                    pdst)
+                elif typ == OP_POOL and ip[k, 25]:  # the sums were added by the op before
+                    n = _pool_emit(ip[k], fp[k, 4], val, src, n, pos, val, plist, dst, pdst)
                 elif typ == OP_POOL:
                     n = _pool(ip[k], fp[k, 4], val, plist, src, psrc, n, dst, pdst, acc,
                               stamp, pos, tab, cur)
                 elif typ == OP_LINEAR:
-                    n = _linear(ip[k], val, plist, src, psrc, n, dst, pdst, w, bias, acc)
+                    n = _linear(ip[k], val, plist, src, psrc, n, dst, pdst, w, bias, acc, nzc)
                 else:
                     n = _iaf(ip[k], fp[k], val, plist, src, psrc, n, dst, pdst, v, stamp, cur,
                              pend, pend_n, pend_sel, k, crow, zeros)
