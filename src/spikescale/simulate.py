@@ -513,7 +513,7 @@ def _compile_program(ops: list[_Op]) -> _Program:
             ip[4] = n_acc
             n_acc += n
         if op.kind in ("conv", "linear"):
-            w = m.weight.detach().to("cpu", torch.float32).double()
+            w = m.weight.detach().to("cpu", torch.float32)  # widened to float64 in the kernel
             if op.kind == "conv":
                 co, cig, kh, kw = w.shape
                 g = m.groups
@@ -592,7 +592,7 @@ def _compile_program(ops: list[_Op]) -> _Program:
     )
     return _Program(
         np.stack(rows), np.stack(frows),
-        np.concatenate(weights) if weights else np.zeros(1),
+        np.concatenate(weights) if weights else np.zeros(1, np.float32),
         np.concatenate(biases),
         np.concatenate(tables) if tables else np.zeros(1, np.int32),
         sizes, spiking,
@@ -772,6 +772,7 @@ _inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always
 # Indices of the hot loops are unsigned: numba then skips the negative-index wraparound
 # test, which otherwise keeps LLVM from vectorising the loops.
 _u = np.uint64
+_f64 = np.float64
 
 
 @_inline
@@ -874,14 +875,14 @@ def _add_channels(acc, ab, span, val, vb, nzc, nnz, w, wrow, w_chan):
         w0, w1 = _u(wrow + nzc[j] * w_chan), _u(wrow + nzc[j + 1] * w_chan)
         w2, w3 = _u(wrow + nzc[j + 2] * w_chan), _u(wrow + nzc[j + 3] * w_chan)
         for i in range(span):
-            acc[ab + i] = (((acc[ab + i] + p0 * w[w0 + i]) + p1 * w[w1 + i])
-                           + p2 * w[w2 + i]) + p3 * w[w3 + i]
+            acc[ab + i] = (((acc[ab + i] + p0 * _f64(w[w0 + i])) + p1 * _f64(w[w1 + i]))
+                           + p2 * _f64(w[w2 + i])) + p3 * _f64(w[w3 + i])
         j += 4
     for jj in range(j, nnz):
         p = np.float64(val[vb + nzc[jj]])
         wb = _u(wrow + nzc[jj] * w_chan)
         for i in range(span):
-            acc[ab + i] += p * w[wb + i]
+            acc[ab + i] += p * _f64(w[wb + i])
 
 
 @_jit_fma
@@ -948,7 +949,7 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
                         ab = _u(a + (c // cig) * cog)
                         wb = _u(woff + c * w_chan + (ky * kw + kx) * cog)
                         for i in range(_u(cog)):
-                            acc[ab + i] += p * w[wb + i]
+                            acc[ab + i] += p * _f64(w[wb + i])
     return npos
 
 
