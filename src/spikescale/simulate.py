@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+import itertools
 
 import numba
 import numpy as np
@@ -633,12 +634,18 @@ def simulate_fast_cpu(
         )
 
     threads = max(1, min(batch, torch.get_num_threads() if n_threads is None else n_threads))
-    bounds = [batch * i // threads for i in range(threads + 1)]
     if threads == 1:
         run(0, batch)
-    else:  # the kernel releases the GIL
+    else:  # the kernel releases the GIL; samples differ in cost, so each thread takes
+        # the next sample when it is free
+        samples = itertools.count()
+
+        def work() -> None:
+            while (b := next(samples)) < batch:
+                run(b, b + 1)
+
         with ThreadPoolExecutor(threads) as pool:
-            for f in [pool.submit(run, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
+            for f in [pool.submit(work) for _ in range(threads)]:
                 f.result()
     layer_counts = [
         _to_torch_order(counts[:, off: off + n], op.layout, op.out_shape)
