@@ -978,16 +978,15 @@ def _emit_conv(ip, npos, bias, acc, stamp, pos, cur, val, plist, dst, pdst):
             acc[a + o] = 0.0
             val[ob + o] = x
             nz += x != 0
-        plist[pdst + n] = q
-        n += nz != 0
+        n = _list(plist, pdst, n, q, nz != 0)
     return n
 
 
 @_inline
-def _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v, vo, out, oo, keep, crow):
+def _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v, vo, out, oo, add, crow):
     """Update the membranes of a position's channels with the float32 input ``x[xo:]``;
-    write its spikes to ``out[oo:]`` (``keep`` 1: add them to what is there, 0: replace
-    it) and add them to ``crow[vo:]``. Returns whether any channel spiked and whether the
+    write its spikes to ``out[oo:]`` (or, if ``add``, add them to what is there) and add
+    them to ``crow[vo:]``. Returns whether any channel spiked and whether the
     position must be updated at the next step even without input. The loop has no
     branches and only float32 data, so it runs in 8 SIMD lanes."""
     thr, sub, rv, vmin, vfirst = fp[0], fp[1], fp[2], fp[3], fp[5]
@@ -998,7 +997,7 @@ def _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v, vo, out, oo, ke
         v1, s = _iaf_update(v[vo + o], x[xo + o], thr, vfirst, multi, to_value, sub, rv,
                             has_min, vmin)
         v[vo + o] = v1
-        out[oo + o] = out[oo + o] * keep + s
+        out[oo + o] = (out[oo + o] + s) if add else s
         crow[vo + o] += np.int32(s)
         spiked |= s != 0
         moving |= _moves_at_rest(v1, vfirst, to_value, rv, has_min, vmin)
@@ -1036,7 +1035,6 @@ def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_se
     list the windows that got spikes in the pooling's touched list (returns their number)."""
     ho, wo, co, aoff, soff, boff, has_bias = ip[11], ip[12], ip[19], ip[4], ip[5], ip[7], ip[8] != 0
     voff, pooled, t_win, psoff = ip[24], ip[25] != 0, ip[32], ip[33]
-    keep = np.float32(1.0 if pooled else 0.0)
     multi, to_value, has_min = ip[21] == SPIKE_MULTI, ip[22] == RESET_TO_VALUE, ip[23] != 0
     old, new = _pending_lists(ip, pend_sel, k)
     n_old = 0 if has_bias else pend_n[k]
@@ -1055,20 +1053,20 @@ def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_se
         for o in range(_u(co)):  # the synaptic input, rounded once to float32
             xs[o] = np.float32(acc[a + o] + bias[_u(boff) + o])
             acc[a + o] = 0.0
-        if pooled:
+        if pooled:  # (two calls, so that each inlined update knows whether it adds)
             win = tab[t_win + q]
             # positions outside every window write their spikes to a slot no window uses
             slot = win if win >= 0 else ho * wo - 1
+            spiked, moves = _iaf_position(co, xs, 0, fp, multi, to_value, has_min, v,
+                                          voff + q * co, val, dst + slot * co, True, crow)
+            if spiked and win >= 0 and stamp[psoff + win] != cur:
+                stamp[psoff + win] = cur
+                pos[psoff + n] = win
+                n += 1
         else:
-            slot = q
-        spiked, moves = _iaf_position(co, xs, 0, fp, multi, to_value, has_min, v,
-                                      voff + q * co, val, dst + slot * co, keep, crow)
-        if not pooled:
+            spiked, moves = _iaf_position(co, xs, 0, fp, multi, to_value, has_min, v,
+                                          voff + q * co, val, dst + q * co, False, crow)
             n = _list(plist, pdst, n, q, spiked)
-        elif spiked and win >= 0 and stamp[psoff + win] != cur:
-            stamp[psoff + win] = cur
-            pos[psoff + n] = win
-            n += 1
         n_new = _list(pend, new, n_new, q, moves and not has_bias)
     _swap_pending(pend_n, pend_sel, k, n_new)
     return n
@@ -1097,8 +1095,7 @@ def _iaf(ip, fp, val, plist, src, psrc, n_in, dst, pdst, v, stamp, cur, pend, pe
                 continue
             x, xo = zeros, 0
         spiked, moves = _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v,
-                                      voff + q * chans, val, dst + q * chans,
-                                      np.float32(0.0), crow)
+                                      voff + q * chans, val, dst + q * chans, False, crow)
         n = _list(plist, pdst, n, q, spiked)
         n_new = _list(pend, new, n_new, q, moves)
     _swap_pending(pend_n, pend_sel, k, n_new)
@@ -1134,8 +1131,8 @@ def _pool(ip, div, val, plist, src, psrc, n_in, dst, pdst, acc, stamp, pos, tab,
 
 @_jit
 def _pool_emit(ip, div, sums, so, npos, pos, val, plist, dst, pdst):
-    """Divide the window sums ``sums[so:]`` of the ``npos`` touched windows (rounded to
-    float32 first, as torch sums in float32: exact for spike counts), set them back to
+    """Divide the window sums ``sums[so:]`` of the ``npos`` touched windows (float64 sums
+    rounded to float32 first; spike counts are summed exactly in either), set them back to
     zero, and list the windows with a non-zero output."""
     chans, soff = ip[18], ip[5]
     n = 0
