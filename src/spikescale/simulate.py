@@ -355,13 +355,13 @@ _NI, _NF = 34, 8  # integer and float parameter slots per operation
 # offset, 7 bias offset (a shared block of zeros without bias), 8 has bias, 9-14 hi wi ho
 # wo kh kw, 15-17 channels per group in / out and groups, 18-19 channels per input / output
 # position, 20 table offset, 21 spike function, 22 reset, 23 has min_v_mem, 24 membrane
-# offset (also of the neurons' spike counts), 26 pending-list offset, 27 pending-list
+# offset (also of the neurons' spike counts), 25 pooled (a convolution + IAF that adds
+# its spikes straight into the window sums of the pooling that follows, and that pooling,
+# which then only divides and lists the sums), 26 pending-list offset, 27 pending-list
 # capacity (positions), 28 row scatter (convolution with stride 1, dilation 1, one group:
 # weights stored with the kernel columns reversed), 29 left padding, 30 output
-# position-list offset, 25 pooled: a convolution + IAF adds its spikes straight into the
-# window sums of the pooling that follows (then 32 offset of the table of each output
-# position's pooling window, 33 the pooling's stamp / touched-list offset); a pooling
-# operation so fed only divides and lists the sums.
+# position-list offset, 32 offset of the table of each output position's pooling window
+# and 33 the pooling's stamp / touched-list offset (pooled convolution + IAF).
 # Float slots (fp): 0 threshold, 1 subtract value, 2 reset value, 3 min_v_mem,
 # 4 pooling divisor, 5 first spiking membrane value.
 
