@@ -15,7 +15,7 @@ Two backends:
     path, see below). A numba kernel walks each sample step by step and does only the
     work that activity asks for: activity between layers is the list of active positions
     with their channel vectors (channel-last), each active position is scattered through
-    the next pooling and weighted layer into float64 accumulators of the positions it
+    the next pooling and weighted layer into float32 accumulators of the positions it
     reaches (cost: synaptic operations, not multiply-accumulates of every neuron at every
     step), and only positions that received input, or whose state would still change
     without input (a SingleSpike backlog, a reset value, a clip at ``min_v_mem``), are
@@ -32,14 +32,14 @@ Exactness of the fast CPU path. The integrate-and-fire update repeats sinabs's f
 operations in sinabs's order (``v + x``; ``trunc(v / thr)`` or ``v - thr >= 0``; the reset;
 ``relu(v - min_v_mem) + min_v_mem``, which is not always ``max(v, min_v_mem)`` in float32),
 so given the same synaptic input it reaches the same state bit for bit. The synaptic input
-is the exact sum (float64: products of float32 weights and small counts are exact) rounded
-once to float32; pooling rounds its window sum to float32 and divides in float32, as torch
-does. torch sums in float32 in an order of its own (SIMD blocking in oneDNN / MKL), so its
-current can differ from the correctly rounded one by an ulp or a few; when that moves a
-membrane across a threshold a spike moves, and the difference can propagate. That is
-rare (about one neuron in 10^5 to 10^6 in ``benchmarks/evaluate.py``); where all sums
-are exact in float32, e.g. with dyadic weights, the backends agree exactly, which
-``tests/test_simulate.py`` checks on random networks.
+is summed in float32, as torch sums it, but in an order of its own: one input position
+and channel after another (torch blocks the sum for SIMD in oneDNN / MKL), the bias last.
+The two currents can differ by an ulp or a few; when that moves a membrane across a
+threshold a spike moves, and the difference can propagate. That is rare (about one neuron
+in 10^5 in ``benchmarks/evaluate.py``); where all sums are exact in float32, e.g. with
+dyadic weights, the backends agree exactly, which ``tests/test_simulate.py`` checks on
+random networks. Pooling sums its window in float32 and divides, as torch does. No
+multiply-add is fused, so the results do not depend on whether the CPU has FMA.
 """
 
 from __future__ import annotations
@@ -487,7 +487,8 @@ def _compile_program(ops: list[_Op]) -> _Program:
         for op in ops
     )
     weights: list[np.ndarray] = []
-    biases: list[np.ndarray] = [np.zeros(widest)]  # shared by the layers without bias
+    # a zero bias shared by the layers without one
+    biases: list[np.ndarray] = [np.zeros(widest, np.float32)]
     tables: list[np.ndarray] = []
     spiking = []
     n_w, n_b, n_tab = 0, widest, 0
@@ -514,7 +515,7 @@ def _compile_program(ops: list[_Op]) -> _Program:
             ip[4] = n_acc
             n_acc += n
         if op.kind in ("conv", "linear"):
-            w = m.weight.detach().to("cpu", torch.float32)  # widened to float64 in the kernel
+            w = m.weight.detach().to("cpu", torch.float32)
             if op.kind == "conv":
                 co, cig, kh, kw = w.shape
                 g = m.groups
@@ -536,7 +537,7 @@ def _compile_program(ops: list[_Op]) -> _Program:
             n_w += w.size
             weights.append(w)
             if m.bias is not None:
-                b = m.bias.detach().to("cpu", torch.float32).double().numpy().reshape(-1)
+                b = m.bias.detach().to("cpu", torch.float32).numpy().reshape(-1)
                 ip[7], ip[8] = n_b, 1
                 n_b += b.size
                 biases.append(b)
@@ -765,21 +766,15 @@ def _iaf_chunk(op: _Op, x: torch.Tensor, state: list, k: int, consts) -> torch.T
 # the channel vectors of those positions (channel-last; entries of positions not listed
 # are stale). Each operation reads its input positions and writes its output positions,
 # a position's channels at once, so the bookkeeping (stamps, lists, bounds) is paid per
-# position and the arithmetic runs over contiguous channels. Weighted layers accumulate
-# in float64 and round once to float32; pooling rounds the (exact) window sum to float32
-# and divides in float32, as torch does.
+# position and the arithmetic runs over contiguous channels, in float32 throughout.
 # --------------------------------------------------------------------------------------
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-# Multiply-adds may fuse where the product is exact (float32 x float32 in float64): the
-# fused and the separate operation then round identically.
-_jit_fma = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 # small helpers of the hot loops: inlined, so that no call or array bookkeeping remains
 _inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 # Indices of the hot loops are unsigned: numba then skips the negative-index wraparound
 # test, which otherwise keeps LLVM from vectorising the loops.
 _u = np.uint64
-_f64 = np.float64
 
 
 @_inline
@@ -877,22 +872,22 @@ def _add_channels(acc, ab, span, val, vb, nzc, nnz, w, wrow, w_chan):
     ab, span = _u(ab), _u(span)
     j = 0
     while j + 4 <= nnz:
-        p0, p1 = np.float64(val[vb + nzc[j]]), np.float64(val[vb + nzc[j + 1]])
-        p2, p3 = np.float64(val[vb + nzc[j + 2]]), np.float64(val[vb + nzc[j + 3]])
+        p0, p1 = val[vb + nzc[j]], val[vb + nzc[j + 1]]
+        p2, p3 = val[vb + nzc[j + 2]], val[vb + nzc[j + 3]]
         w0, w1 = _u(wrow + nzc[j] * w_chan), _u(wrow + nzc[j + 1] * w_chan)
         w2, w3 = _u(wrow + nzc[j + 2] * w_chan), _u(wrow + nzc[j + 3] * w_chan)
         for i in range(span):
-            acc[ab + i] = (((acc[ab + i] + p0 * _f64(w[w0 + i])) + p1 * _f64(w[w1 + i]))
-                           + p2 * _f64(w[w2 + i])) + p3 * _f64(w[w3 + i])
+            acc[ab + i] = (((acc[ab + i] + p0 * w[w0 + i]) + p1 * w[w1 + i])
+                           + p2 * w[w2 + i]) + p3 * w[w3 + i]
         j += 4
     for jj in range(j, nnz):
-        p = np.float64(val[vb + nzc[jj]])
+        p = val[vb + nzc[jj]]
         wb = _u(wrow + nzc[jj] * w_chan)
         for i in range(span):
-            acc[ab + i] += p * _f64(w[wb + i])
+            acc[ab + i] += p * w[wb + i]
 
 
-@_jit_fma
+@_jit
 def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur, nzc):
     """Add each active input position's channels to the accumulators of the output
     positions it reaches; return the number of output positions touched (listed in
@@ -952,11 +947,11 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
                         npos += 1
                     for j in range(nnz):
                         c = nzc[j]
-                        p = np.float64(val[vb + c])
+                        p = val[vb + c]
                         ab = _u(a + (c // cig) * cog)
                         wb = _u(woff + c * w_chan + (ky * kw + kx) * cog)
                         for i in range(_u(cog)):
-                            acc[ab + i] += p * _f64(w[wb + i])
+                            acc[ab + i] += p * w[wb + i]
     return npos
 
 
@@ -974,7 +969,7 @@ def _emit_conv(ip, npos, bias, acc, stamp, pos, cur, val, plist, dst, pdst):
         bo = _u(boff)
         nz = 0
         for o in range(_u(co)):
-            x = np.float32(acc[a + o] + bias[bo + o])
+            x = acc[a + o] + bias[bo + o]
             acc[a + o] = 0.0
             val[ob + o] = x
             nz += x != 0
@@ -1028,7 +1023,7 @@ def _swap_pending(pend_n, pend_sel, k, n_new):
 
 @_jit
 def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_sel, k,
-              val, plist, dst, pdst, crow, xs, tab):
+              val, plist, dst, pdst, crow, tab):
     """IAF layer fed by a convolution: update the touched and the pending positions (all
     positions when the convolution has a bias); list those that spiked. Pooled (``ip[25]``):
     add the spikes into the window sums of the pooling at ``val[dst:]`` instead, and
@@ -1050,23 +1045,24 @@ def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_se
                 continue
             stamp[soff + q] = cur
         a = _u(aoff + q * co)
-        for o in range(_u(co)):  # the synaptic input, rounded once to float32
-            xs[o] = np.float32(acc[a + o] + bias[_u(boff) + o])
-            acc[a + o] = 0.0
+        if has_bias:
+            for o in range(_u(co)):
+                acc[a + o] += bias[_u(boff) + o]
         if pooled:  # (two calls, so that each inlined update knows whether it adds)
             win = tab[t_win + q]
             # positions outside every window write their spikes to a slot no window uses
             slot = win if win >= 0 else ho * wo - 1
-            spiked, moves = _iaf_position(co, xs, 0, fp, multi, to_value, has_min, v,
+            spiked, moves = _iaf_position(co, acc, a, fp, multi, to_value, has_min, v,
                                           voff + q * co, val, dst + slot * co, True, crow)
             if spiked and win >= 0 and stamp[psoff + win] != cur:
                 stamp[psoff + win] = cur
                 pos[psoff + n] = win
                 n += 1
         else:
-            spiked, moves = _iaf_position(co, xs, 0, fp, multi, to_value, has_min, v,
+            spiked, moves = _iaf_position(co, acc, a, fp, multi, to_value, has_min, v,
                                           voff + q * co, val, dst + q * co, False, crow)
             n = _list(plist, pdst, n, q, spiked)
+        _zero(acc, a, co)
         n_new = _list(pend, new, n_new, q, moves and not has_bias)
     _swap_pending(pend_n, pend_sel, k, n_new)
     return n
@@ -1131,9 +1127,8 @@ def _pool(ip, div, val, plist, src, psrc, n_in, dst, pdst, acc, stamp, pos, tab,
 
 @_jit
 def _pool_emit(ip, div, sums, so, npos, pos, val, plist, dst, pdst):
-    """Divide the window sums ``sums[so:]`` of the ``npos`` touched windows (float64 sums
-    rounded to float32 first; spike counts are summed exactly in either), set them back to
-    zero, and list the windows with a non-zero output."""
+    """Divide the window sums ``sums[so:]`` of the ``npos`` touched windows, set them back
+    to zero, and list the windows with a non-zero output."""
     chans, soff = ip[18], ip[5]
     n = 0
     for e in range(npos):
@@ -1142,7 +1137,7 @@ def _pool_emit(ip, div, sums, so, npos, pos, val, plist, dst, pdst):
         ob = _u(dst + q * chans)
         nz = 0
         for c in range(_u(chans)):
-            x = np.float32(sums[a + c]) / div
+            x = sums[a + c] / div
             sums[a + c] = 0.0
             val[ob + c] = x
             nz += x != 0
@@ -1150,7 +1145,7 @@ def _pool_emit(ip, div, sums, so, npos, pos, val, plist, dst, pdst):
     return n
 
 
-@_jit_fma
+@_jit
 def _linear(ip, val, plist, src, psrc, n_in, dst, pdst, w, bias, acc, nzc):
     nout, ci, aoff, woff, boff, has_bias = ip[2], ip[18], ip[4], ip[6], ip[7], ip[8] != 0
     if n_in == 0 and not has_bias:
@@ -1164,7 +1159,7 @@ def _linear(ip, val, plist, src, psrc, n_in, dst, pdst, w, bias, acc, nzc):
         _add_channels(acc, aoff, nout, val, vb, nzc, nnz, w, woff + r * ci * nout, nout)
     nz = 0
     for o in range(_u(nout)):
-        x = np.float32(acc[a + o] + bias[_u(boff) + o])
+        x = acc[a + o] + bias[_u(boff) + o]
         val[_u(dst) + o] = x
         nz += x != 0
     if nz == 0:
@@ -1185,14 +1180,13 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
     val = np.zeros(d + sizes[0], np.float32)  # the input's channel vectors, then each op's
     plist = np.empty(p_in + sizes[7], np.int32)  # active positions: input, then each op's
     in_stamp = np.zeros(p_in, np.int64)
-    acc = np.zeros(sizes[1], np.float64)
+    acc = np.zeros(sizes[1], np.float32)
     stamp = np.zeros(sizes[2], np.int64)
     pos = np.zeros(sizes[2], np.int32)
     v = np.zeros(sizes[3], np.float32)
     pend = np.zeros(sizes[5], np.int32)
     nzc = np.zeros(sizes[6], np.int64)
     zeros = np.zeros(sizes[6], np.float32)
-    xs = np.zeros(sizes[6], np.float32)
     pend_n = np.zeros(nops, np.int64)
     pend_sel = np.zeros(nops, np.int64)
     cur = 0
@@ -1225,7 +1219,7 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
                     npos = _scatter_conv(ip[k], val, plist, src, psrc, n, w, acc, stamp, pos,
                                          tab, cur, nzc)
                     n = _conv_iaf(ip[k], fp[k], npos, bias, acc, stamp, pos, cur, v, pend,
-                                  pend_n, pend_sel, k, val, plist, dst, pdst, crow, xs, tab)
+                                  pend_n, pend_sel, k, val, plist, dst, pdst, crow, tab)
                 elif typ == OP_CONV:
                     npos = _scatter_conv(ip[k], val, plist, src, psrc, n, w, acc, stamp, pos,
                                          tab, cur, nzc)
