@@ -978,9 +978,9 @@ def _emit_conv(ip, npos, bias, acc, stamp, pos, cur, val, plist, dst, pdst):
 
 
 @_inline
-def _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v, vo, out, oo, add, crow):
-    """Update the membranes of a position's channels with the float32 input ``x[xo:]``;
-    write its spikes to ``out[oo:]`` (or, if ``add``, add them to what is there) and add
+def _iaf_position(chans, x, xo, clear, fp, multi, to_value, has_min, v, vo, out, oo, add, crow):
+    """Update the membranes of a position's channels with the float32 input ``x[xo:]``
+    (set back to zero if ``clear``); write its spikes to ``out[oo:]`` (or, if ``add``, add them to what is there) and add
     them to ``crow[vo:]``. Returns whether any channel spiked and whether the
     position must be updated at the next step even without input. The loop has no
     branches and only float32 data, so it runs in 8 SIMD lanes."""
@@ -991,6 +991,8 @@ def _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v, vo, out, oo, ad
     for o in range(_u(chans)):
         v1, s = _iaf_update(v[vo + o], x[xo + o], thr, vfirst, multi, to_value, sub, rv,
                             has_min, vmin)
+        if clear:
+            x[xo + o] = 0.0
         v[vo + o] = v1
         out[oo + o] = (out[oo + o] + s) if add else s
         crow[vo + o] += np.int32(s)
@@ -1052,17 +1054,16 @@ def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_se
             win = tab[t_win + q]
             # positions outside every window write their spikes to a slot no window uses
             slot = win if win >= 0 else ho * wo - 1
-            spiked, moves = _iaf_position(co, acc, a, fp, multi, to_value, has_min, v,
+            spiked, moves = _iaf_position(co, acc, a, True, fp, multi, to_value, has_min, v,
                                           voff + q * co, val, dst + slot * co, True, crow)
             if spiked and win >= 0 and stamp[psoff + win] != cur:
                 stamp[psoff + win] = cur
                 pos[psoff + n] = win
                 n += 1
         else:
-            spiked, moves = _iaf_position(co, acc, a, fp, multi, to_value, has_min, v,
+            spiked, moves = _iaf_position(co, acc, a, True, fp, multi, to_value, has_min, v,
                                           voff + q * co, val, dst + q * co, False, crow)
             n = _list(plist, pdst, n, q, spiked)
-        _zero(acc, a, co)
         n_new = _list(pend, new, n_new, q, moves and not has_bias)
     _swap_pending(pend_n, pend_sel, k, n_new)
     return n
@@ -1090,7 +1091,7 @@ def _iaf(ip, fp, val, plist, src, psrc, n_in, dst, pdst, v, stamp, cur, pend, pe
             if n_in and stamp[soff + q] == cur:
                 continue
             x, xo = zeros, 0
-        spiked, moves = _iaf_position(chans, x, xo, fp, multi, to_value, has_min, v,
+        spiked, moves = _iaf_position(chans, x, xo, False, fp, multi, to_value, has_min, v,
                                       voff + q * chans, val, dst + q * chans, False, crow)
         n = _list(plist, pdst, n, q, spiked)
         n_new = _list(pend, new, n_new, q, moves)
