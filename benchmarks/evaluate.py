@@ -168,10 +168,11 @@ def main() -> None:
     for i in range(0, args.samples, args.batch):
         runs = {"sinabs": [], "fast": []}
         outs = {}
+        batch = raster[i: i + args.batch]
         for _ in range(args.repeats):
             for backend in results:
                 t0, c0 = time.perf_counter(), time.process_time()
-                outs[backend] = simulate(snn, raster[i: i + args.batch], checkpoints, backend=backend)
+                outs[backend] = simulate(snn, batch, checkpoints, backend=backend)
                 runs[backend].append((time.perf_counter() - t0, time.process_time() - c0))
         for backend in results:
             wall, cpu = min(runs[backend])
@@ -187,7 +188,8 @@ def main() -> None:
     print(
         f"  ratio: {best['sinabs'] / best['fast']:8.1f} x wall clock, "
         f"{best_cpu['sinabs'] / best_cpu['fast']:.1f} x CPU time "
-        f"(mean over all {args.repeats} runs of each batch: {total['sinabs'] / total['fast']:.1f} x)"
+        f"(mean over all {args.repeats} runs of each batch: "
+        f"{total['sinabs'] / total['fast']:.1f} x)"
     )
 
     def cat(backend, layer):

@@ -980,10 +980,10 @@ def _emit_conv(ip, npos, bias, acc, stamp, pos, cur, val, plist, dst, pdst):
 @_inline
 def _iaf_position(chans, x, xo, clear, fp, multi, to_value, has_min, v, vo, out, oo, add, crow):
     """Update the membranes of a position's channels with the float32 input ``x[xo:]``
-    (set back to zero if ``clear``); write its spikes to ``out[oo:]`` (or, if ``add``, add them to what is there) and add
-    them to ``crow[vo:]``. Returns whether any channel spiked and whether the
-    position must be updated at the next step even without input. The loop has no
-    branches and only float32 data, so it runs in 8 SIMD lanes."""
+    (set back to zero if ``clear``); write its spikes to ``out[oo:]`` (or, if ``add``, add
+    them to what is there) and add them to ``crow[vo:]``. Returns whether any channel
+    spiked and whether the position must be updated at the next step even without input.
+    The loop has no branches and only float32 data, so it runs in 8 SIMD lanes."""
     thr, sub, rv, vmin, vfirst = fp[0], fp[1], fp[2], fp[3], fp[5]
     xo, vo, oo = _u(xo), _u(vo), _u(oo)
     spiked = False
@@ -1034,14 +1034,14 @@ def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_se
     The pipeline's neurons (MultiSpike, reset by subtraction) get a copy of the loop with
     both fixed at compile time. As run-time flags in the loop over channels, LLVM merges
     them into the lanes' spike masks and spends more instructions packing masks than
-    updating membranes: the copy is 6-9 % faster at factors 1-64. The other choices share
-    one copy (a copy each doubles the compile time)."""
+    updating membranes: the copy is 6-14 % faster at factors 1-64. The other choices share
+    one copy (a copy each made the cold compile 50 % longer)."""
     multi, to_value = ip[21] == SPIKE_MULTI, ip[22] == RESET_TO_VALUE
     if multi and not to_value:
-        return _conv_iaf_loop(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_sel, k, val, plist, dst,
-                              pdst, crow, tab, True, False)
-    return _conv_iaf_loop(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_sel, k, val, plist, dst,
-                              pdst, crow, tab, multi, to_value)
+        return _conv_iaf_loop(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n,
+                              pend_sel, k, val, plist, dst, pdst, crow, tab, True, False)
+    return _conv_iaf_loop(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n,
+                          pend_sel, k, val, plist, dst, pdst, crow, tab, multi, to_value)
 
 
 @_inline
