@@ -48,7 +48,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 import itertools
 
+from llvmlite import ir
 import numba
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 import numpy as np
 import sinabs
 import torch
@@ -587,9 +590,11 @@ def _compile_program(ops: list[_Op]) -> _Program:
             pool[25] = 1
             n_tab += tab.size
             tables.append(tab)
+    # terms of one sum: a position's channels (convolution), all inputs (linear)
+    n_terms = max([widest] + [int(ip[1]) for ip in rows if ip[0] == OP_LINEAR])
     sizes = np.array(
         [n_val, max(n_acc, 1), max(n_stamp, 1), max(n_v, 1), n_v, max(n_pend, 1), widest,
-         n_list],
+         n_list, n_terms],
         np.int64,
     )
     return _Program(
@@ -865,30 +870,97 @@ def _nonzero_channels(val, vb, chans, nzc):
 
 
 @_inline
-def _add_channels(acc, ab, span, val, vb, nzc, nnz, w, wrow, w_chan):
-    """``acc[ab:ab + span] += val[vb + c] * w[wrow + c * w_chan:][:span]`` for the listed
-    channels ``c``, four channels per pass over the accumulators, each accumulator's
-    additions in the order of one channel at a time."""
-    ab, span = _u(ab), _u(span)
-    j = 0
-    while j + 4 <= nnz:
-        p0, p1 = val[vb + nzc[j]], val[vb + nzc[j + 1]]
-        p2, p3 = val[vb + nzc[j + 2]], val[vb + nzc[j + 3]]
-        w0, w1 = _u(wrow + nzc[j] * w_chan), _u(wrow + nzc[j + 1] * w_chan)
-        w2, w3 = _u(wrow + nzc[j + 2] * w_chan), _u(wrow + nzc[j + 3] * w_chan)
-        for i in range(span):
-            acc[ab + i] = (((acc[ab + i] + p0 * w[w0 + i]) + p1 * w[w1 + i])
-                           + p2 * w[w2 + i]) + p3 * w[w3 + i]
-        j += 4
-    for jj in range(j, nnz):
-        p = val[vb + nzc[jj]]
-        wb = _u(wrow + nzc[jj] * w_chan)
-        for i in range(span):
-            acc[ab + i] += p * w[wb + i]
+def _nonzero_terms(val, vb, chans, base, stride, xs, offs, n):
+    """Append the non-zero entries of ``val[vb:vb + chans]`` to the ``n`` terms of
+    :func:`_accumulate` listed so far: the values to ``xs``, channel ``c``'s weight offset
+    ``base + c * stride`` to ``offs`` (without branches). Returns the new number of terms."""
+    for c in range(chans):
+        x = val[vb + c]
+        xs[n] = x
+        offs[n] = base + c * stride
+        n += x != 0
+    return n
+
+
+_F32, _I32, _I64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+_V8 = ir.VectorType(_F32, 8)
+
+
+@intrinsic
+def _accumulate(typingctx, acc, ab, span, xs, offs, n, w, wb):
+    """``acc[ab + i] += xs[j] * w[wb + offs[j] + i]`` for ``i < span``, adding the terms
+    ``j = 0 .. n-1`` in order: each accumulator's float32 sum is the one a loop over ``j``
+    gives, but the accumulators stay in registers over all terms (8 lanes per register, up
+    to four registers at once, single lanes for the rest). Written as LLVM IR because
+    numba's loops reload and store the accumulators for every term (or every four, when
+    unrolled by hand), and set up their aliasing checks at every pass; this spends one
+    weight load per 8 multiply-adds. The arrays are assumed not to overlap."""
+    f32, i64 = types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C")
+    if (acc, xs, offs, w) != (f32, f32, i64, f32) or not all(
+            isinstance(a, types.Integer) for a in (ab, span, n, wb)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        acc_p, xs_p, offs_p, w_p = (
+            context.make_array(sig.args[k])(context, builder, args[k]).data
+            for k in (0, 3, 4, 6)
+        )
+        ab_, span_, n_, wb_ = (
+            context.cast(builder, args[k], sig.args[k], types.int64) for k in (1, 2, 5, 7)
+        )
+        const = lambda k: ir.Constant(_I64, k)  # noqa: E731
+
+        undef, lane0 = ir.Constant(_V8, ir.Undefined), ir.Constant(_I32, 0)
+        lanes0 = ir.Constant(ir.VectorType(_I32, 8), [0] * 8)
+
+        def vec(base, off):
+            return builder.bitcast(builder.gep(base, [off]), _V8.as_pointer())
+
+        def lanes(first, regs):  # accumulators first .. first + 8 * regs - 1
+            a0 = builder.add(ab_, first)
+            sums = [cgutils.alloca_once(builder, _V8) for _ in range(regs)]
+            for m, slot in enumerate(sums):
+                builder.store(builder.load(vec(acc_p, builder.add(a0, const(8 * m))), align=4),
+                              slot)
+            with cgutils.for_range(builder, n_) as loop:
+                j = loop.index
+                x = builder.insert_element(undef, builder.load(builder.gep(xs_p, [j])), lane0)
+                x = builder.shuffle_vector(x, undef, lanes0)  # in all 8 lanes
+                wj = builder.add(builder.add(wb_, builder.load(builder.gep(offs_p, [j]))), first)
+                for m, slot in enumerate(sums):
+                    wv = builder.load(vec(w_p, builder.add(wj, const(8 * m))), align=4)
+                    builder.store(builder.fadd(builder.load(slot), builder.fmul(x, wv)), slot)
+            for m, slot in enumerate(sums):
+                builder.store(builder.load(slot), vec(acc_p, builder.add(a0, const(8 * m))),
+                              align=4)
+
+        blocks = builder.udiv(span_, const(32))
+        with cgutils.for_range(builder, blocks) as loop:
+            lanes(builder.mul(loop.index, const(32)), 4)
+        first = builder.mul(blocks, const(32))
+        for regs in (2, 1):  # what is left: 16, then 8 lanes
+            left = builder.sub(span_, first)
+            with builder.if_then(builder.icmp_unsigned(">=", left, const(8 * regs))):
+                lanes(first, regs)
+            first = builder.add(first, builder.and_(left, const(8 * regs)))
+        with cgutils.for_range_slice(builder, first, span_, const(1), inc=True) as (i, _):
+            pa = builder.gep(acc_p, [builder.add(ab_, i)])
+            total = cgutils.alloca_once(builder, _F32)
+            builder.store(builder.load(pa), total)
+            with cgutils.for_range(builder, n_) as loop:
+                j = loop.index
+                x = builder.load(builder.gep(xs_p, [j]))
+                wj = builder.add(builder.add(wb_, builder.load(builder.gep(offs_p, [j]))), i)
+                wx = builder.fmul(x, builder.load(builder.gep(w_p, [wj])))
+                builder.store(builder.fadd(builder.load(total), wx), total)
+            builder.store(builder.load(total), pa)
+        return context.get_dummy_value()
+
+    return types.void(acc, ab, span, xs, offs, n, w, wb), codegen
 
 
 @_jit
-def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur, nzc):
+def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur, nzc, xs):
     """Add each active input position's channels to the accumulators of the output
     positions it reaches; return the number of output positions touched (listed in
     ``pos``). The accumulators are zero at the start of a step: whatever reads them
@@ -905,7 +977,10 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
     for e in range(n_in):
         r = plist[psrc + e]
         vb = src + r * ci
-        nnz = _nonzero_channels(val, vb, ci, nzc)
+        if rows:
+            nnz = _nonzero_terms(val, vb, ci, 0, w_chan, xs, nzc, 0)
+        else:
+            nnz = _nonzero_channels(val, vb, ci, nzc)
         y, x = tab[t_y + r], tab[t_x + r]
         if rows:
             # In one kernel row the input reaches the neighbouring output columns lo..hi_,
@@ -928,8 +1003,8 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
                         stamp[soff + q] = cur
                         pos[soff + npos] = q
                         npos += 1
-                _add_channels(acc, aoff + (q0 + lo) * co, span, val, vb, nzc, nnz, w,
-                              woff + (ky * kw + lo - first) * co, w_chan)
+                _accumulate(acc, aoff + (q0 + lo) * co, span, xs, nzc, nnz, w,
+                            woff + (ky * kw + lo - first) * co)
         else:
             for ky in range(kh):
                 oy = tab[t_rows + y * kh + ky]
@@ -1164,17 +1239,18 @@ def _pool_emit(ip, div, sums, so, npos, pos, val, plist, dst, pdst):
 
 
 @_jit
-def _linear(ip, val, plist, src, psrc, n_in, dst, pdst, w, bias, acc, nzc):
+def _linear(ip, val, plist, src, psrc, n_in, dst, pdst, w, bias, acc, nzc, xs):
     nout, ci, aoff, woff, boff, has_bias = ip[2], ip[18], ip[4], ip[6], ip[7], ip[8] != 0
     if n_in == 0 and not has_bias:
         return 0
-    _zero(acc, aoff, nout)
-    a = _u(aoff)
+    # one sum over the non-zero inputs of all active positions, in their order
+    n = 0
     for e in range(n_in):
         r = plist[psrc + e]  # input index r * ci + c: channel-last for spatial input
-        vb = src + r * ci
-        nnz = _nonzero_channels(val, vb, ci, nzc)
-        _add_channels(acc, aoff, nout, val, vb, nzc, nnz, w, woff + r * ci * nout, nout)
+        n = _nonzero_terms(val, src + r * ci, ci, r * ci * nout, nout, xs, nzc, n)
+    _zero(acc, aoff, nout)
+    _accumulate(acc, aoff, nout, xs, nzc, n, w, woff)
+    a = _u(aoff)
     nz = 0
     for o in range(_u(nout)):
         x = acc[a + o] + bias[_u(boff) + o]
@@ -1203,7 +1279,8 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
     pos = np.zeros(sizes[2], np.int32)
     v = np.zeros(sizes[3], np.float32)
     pend = np.zeros(sizes[5], np.int32)
-    nzc = np.zeros(sizes[6], np.int64)
+    nzc = np.zeros(sizes[8], np.int64)  # channels, or weight offsets of the terms of a sum
+    xs = np.zeros(sizes[8], np.float32)  # the terms' values
     zeros = np.zeros(sizes[6], np.float32)
     pend_n = np.zeros(nops, np.int64)
     pend_sel = np.zeros(nops, np.int64)
@@ -1235,12 +1312,12 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
                 pdst = p_in + ip[k, 30]
                 if typ == OP_CONV_IAF:
                     npos = _scatter_conv(ip[k], val, plist, src, psrc, n, w, acc, stamp, pos,
-                                         tab, cur, nzc)
+                                         tab, cur, nzc, xs)
                     n = _conv_iaf(ip[k], fp[k], npos, bias, acc, stamp, pos, cur, v, pend,
                                   pend_n, pend_sel, k, val, plist, dst, pdst, crow, tab)
                 elif typ == OP_CONV:
                     npos = _scatter_conv(ip[k], val, plist, src, psrc, n, w, acc, stamp, pos,
-                                         tab, cur, nzc)
+                                         tab, cur, nzc, xs)
                     n = _emit_conv(ip[k], npos, bias, acc, stamp, pos, cur, val, plist, dst,
                                    pdst)
                 elif typ == OP_POOL and ip[k, 25]:  # the sums were added by the op before
@@ -1249,7 +1326,8 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
                     n = _pool(ip[k], fp[k, 4], val, plist, src, psrc, n, dst, pdst, acc,
                               stamp, pos, tab, cur)
                 elif typ == OP_LINEAR:
-                    n = _linear(ip[k], val, plist, src, psrc, n, dst, pdst, w, bias, acc, nzc)
+                    n = _linear(ip[k], val, plist, src, psrc, n, dst, pdst, w, bias, acc, nzc,
+                                xs)
                 else:
                     n = _iaf(ip[k], fp[k], val, plist, src, psrc, n, dst, pdst, v, stamp, cur,
                              pend, pend_n, pend_sel, k, crow, zeros)
