@@ -874,10 +874,11 @@ def _nonzero_terms(val, vb, chans, base, stride, xs, offs, n):
     """Append the non-zero entries of ``val[vb:vb + chans]`` to the ``n`` terms of
     :func:`_accumulate` listed so far: the values to ``xs``, channel ``c``'s weight offset
     ``base + c * stride`` to ``offs`` (without branches). Returns the new number of terms."""
-    for c in range(chans):
+    vb = _u(vb)
+    for c in range(_u(chans)):
         x = val[vb + c]
-        xs[n] = x
-        offs[n] = base + c * stride
+        xs[_u(n)] = x
+        offs[_u(n)] = base + c * stride
         n += x != 0
     return n
 
@@ -999,9 +1000,9 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
                 q0 = oy * wo
                 for ox in range(lo, hi_ + 1):
                     q = q0 + ox
-                    if stamp[soff + q] != cur:
-                        stamp[soff + q] = cur
-                        pos[soff + npos] = q
+                    if stamp[_u(soff + q)] != cur:
+                        stamp[_u(soff + q)] = cur
+                        pos[_u(soff + npos)] = q
                         npos += 1
                 _accumulate(acc, aoff + (q0 + lo) * co, span, xs, nzc, nnz, w,
                             woff + (ky * kw + lo - first) * co)
@@ -1087,7 +1088,7 @@ def _pending_lists(ip, pend_sel, k):
 def _list(lst, off, n, q, flag):
     """Append ``q`` to the list of ``n`` entries at ``lst[off:]`` if ``flag``: written
     always, counted only if ``flag``, so no branch to mispredict. Returns the new length."""
-    lst[off + n] = q
+    lst[_u(off + n)] = q
     return n + flag
 
 
@@ -1132,7 +1133,7 @@ def _conv_iaf_loop(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pe
     n_new = 0
     for e in range(n_in + n_old):
         if e < n_in:
-            q = e if has_bias else pos[soff + e]
+            q = e if has_bias else pos[_u(soff + e)]
         else:  # pending: updated once, unless it got input (then it was updated above)
             q = pend[old + e - n_in]
             if stamp[soff + q] == cur:
@@ -1143,14 +1144,14 @@ def _conv_iaf_loop(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pe
             for o in range(_u(co)):
                 acc[a + o] += bias[_u(boff) + o]
         if pooled:  # (two calls, so that each inlined update knows whether it adds)
-            win = tab[t_win + q]
+            win = tab[_u(t_win + q)]
             # positions outside every window write their spikes to a slot no window uses
             slot = win if win >= 0 else ho * wo - 1
             spiked, moves = _iaf_position(co, acc, a, True, fp, multi, to_value, has_min, v,
                                           voff + q * co, val, dst + slot * co, True, crow)
-            if spiked and win >= 0 and stamp[psoff + win] != cur:
-                stamp[psoff + win] = cur
-                pos[psoff + n] = win
+            if spiked and win >= 0 and stamp[_u(psoff + win)] != cur:
+                stamp[_u(psoff + win)] = cur
+                pos[_u(psoff + n)] = win
                 n += 1
         else:
             spiked, moves = _iaf_position(co, acc, a, True, fp, multi, to_value, has_min, v,
