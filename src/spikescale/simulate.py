@@ -849,12 +849,12 @@ def _scan(frame, in_c, in_hw, val, plist, stamp, cur):
                 for r in range(start, stop):
                     x = frame[base + _u(r)]
                     if x != 0:
-                        if stamp[r] != cur:
-                            stamp[r] = cur
-                            plist[n] = r
+                        if stamp[_u(r)] != cur:
+                            stamp[_u(r)] = cur
+                            plist[_u(n)] = r
                             n += 1
                             _zero(val, r * in_c, in_c)
-                        val[r * in_c + c] = x
+                        val[_u(r * in_c + c)] = x
     return n
 
 
@@ -976,13 +976,13 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
     w_chan = kh * kw * cog  # weights per input channel
     npos = 0
     for e in range(n_in):
-        r = plist[psrc + e]
+        r = plist[_u(psrc + e)]
         vb = src + r * ci
         if rows:
             nnz = _nonzero_terms(val, vb, ci, 0, w_chan, xs, nzc, 0)
         else:
             nnz = _nonzero_channels(val, vb, ci, nzc)
-        y, x = tab[t_y + r], tab[t_x + r]
+        y, x = tab[_u(t_y + r)], tab[_u(t_x + r)]
         if rows:
             # In one kernel row the input reaches the neighbouring output columns lo..hi_,
             # whose accumulators are contiguous, as are their weights (kernel columns
@@ -994,7 +994,7 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
                 continue
             span = _u((hi_ - lo + 1) * co)
             for ky in range(kh):
-                oy = tab[t_rows + y * kh + ky]
+                oy = tab[_u(t_rows + y * kh + ky)]
                 if oy < 0:
                     continue
                 q0 = oy * wo
@@ -1226,7 +1226,7 @@ def _pool_emit(ip, div, sums, so, npos, pos, val, plist, dst, pdst):
     chans, soff = ip[18], ip[5]
     n = 0
     for e in range(npos):
-        q = pos[soff + e]
+        q = pos[_u(soff + e)]
         a = _u(so + q * chans)
         ob = _u(dst + q * chans)
         nz = 0
