@@ -1247,7 +1247,7 @@ def _linear(ip, val, plist, src, psrc, n_in, dst, pdst, w, bias, acc, nzc, xs):
     # one sum over the non-zero inputs of all active positions, in their order
     n = 0
     for e in range(n_in):
-        r = plist[psrc + e]  # input index r * ci + c: channel-last for spatial input
+        r = plist[_u(psrc + e)]  # input index r * ci + c: channel-last for spatial input
         n = _nonzero_terms(val, src + r * ci, ci, r * ci * nout, nout, xs, nzc, n)
     _zero(acc, aoff, nout)
     _accumulate(acc, aoff, nout, xs, nzc, n, w, woff)
