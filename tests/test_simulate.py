@@ -4,13 +4,14 @@ With dyadic weights (multiples of 1/16) and pooling windows of 2x2 every synapti
 exact in float32, whatever the order in which torch adds it up; there the backends must
 agree exactly, spike for spike, for any threshold, reset, spike function and membrane
 bound (those are elementwise float32 operations that the fast backend repeats in sinabs's
-order). With arbitrary float weights torch's float32 sums can differ from the correctly
-rounded ones that the fast backend uses by an ulp or a few, so there the check is the
+order). With arbitrary float weights torch's float32 sums and the fast backend's (float32
+too, added in another order) can differ by an ulp or a few, so there the check is the
 tolerance of the issue: identical predictions, spike totals within 0.1 %.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import sinabs
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from sinabs.activation import MembraneReset, MembraneSubtract, MultiSpike, SingleSpike
 from torch import nn
 
-from spikescale.simulate import simulate, simulate_fast_cpu, simulate_fast_torch
+from spikescale.simulate import _accumulate, simulate, simulate_fast_cpu, simulate_fast_torch
 
 torch.set_grad_enabled(False)
 
@@ -327,3 +328,26 @@ def test_string_and_asymmetric_padding(padding, kernel):
         simulate(model, raster, checkpoints, backend="fast"),
         simulate(model, raster, checkpoints, backend="sinabs"),
     )
+
+
+@numba.njit
+def _call_accumulate(acc, ab, span, xs, offs, n, w, wb):
+    _accumulate(acc, ab, span, xs, offs, n, w, wb)
+
+
+@pytest.mark.parametrize("span", [1, 7, 8, 9, 16, 23, 24, 31, 32, 33, 48, 65, 96, 100])
+@pytest.mark.parametrize("n", [0, 1, 6])
+def test_accumulate_sums_terms_in_order(span, n):
+    """The scatter's LLVM IR helper: every accumulator ends with the float32 sum that a
+    plain loop over the terms gives, bit for bit, however its lanes fall into registers
+    (32, 16 and 8 lanes, then single ones); nothing outside its range changes."""
+    rng = np.random.default_rng(100 * span + n)
+    w = rng.standard_normal(6 * span + 20).astype(np.float32)
+    xs = rng.standard_normal(n).astype(np.float32)
+    offs = (rng.permutation(6)[:n] * span).astype(np.int64)
+    acc = rng.standard_normal(span + 7).astype(np.float32)
+    expected = acc.copy()
+    for x, off in zip(xs, offs):
+        expected[3: 3 + span] = expected[3: 3 + span] + x * w[11 + off: 11 + off + span]
+    _call_accumulate(acc, 3, span, xs, offs, n, w, 11)
+    np.testing.assert_array_equal(acc, expected)
