@@ -967,7 +967,7 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
     ``pos``). The accumulators are zero at the start of a step: whatever reads them
     (:func:`_conv_iaf`, :func:`_emit_conv`) sets them back to zero."""
     hi, wi, wo, kh, kw = ip[9], ip[10], ip[12], ip[13], ip[14]
-    cig, cog, groups, ci, co = ip[15], ip[16], ip[17], ip[18], ip[19]
+    cig, cog, ci, co = ip[15], ip[16], ip[18], ip[19]
     aoff, soff, woff, pw = ip[4], ip[5], ip[6], ip[29]
     rows = ip[28] != 0
     t_y, t_x = ip[20], ip[20] + hi * wi
@@ -978,10 +978,6 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
     for e in range(n_in):
         r = plist[_u(psrc + e)]
         vb = src + r * ci
-        if rows:
-            nnz = _nonzero_terms(val, vb, ci, 0, w_chan, xs, nzc, 0)
-        else:
-            nnz = _nonzero_channels(val, vb, ci, nzc)
         y, x = tab[_u(t_y + r)], tab[_u(t_x + r)]
         if rows:
             # In one kernel row the input reaches the neighbouring output columns lo..hi_,
@@ -993,6 +989,7 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
             if lo > hi_:
                 continue
             span = _u((hi_ - lo + 1) * co)
+            nnz = _nonzero_terms(val, vb, ci, 0, w_chan, xs, nzc, 0)
             for ky in range(kh):
                 oy = tab[_u(t_rows + y * kh + ky)]
                 if oy < 0:
@@ -1007,6 +1004,7 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
                 _accumulate(acc, aoff + (q0 + lo) * co, span, xs, nzc, nnz, w,
                             woff + (ky * kw + lo - first) * co)
         else:
+            nnz = _nonzero_channels(val, vb, ci, nzc)
             for ky in range(kh):
                 oy = tab[t_rows + y * kh + ky]
                 if oy < 0:
