@@ -22,8 +22,8 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         SWEEP,
         PLOTS,
         NIR,
-    default_target: True

@@ -70,7 +70,9 @@ def main() -> None:
             to_frames(s, SENSOR, time_window=tw) for s in samples
         ],
         "spikescale frames_for_set, whole": lambda: frames_for_set(eventset, time_window=tw),
-        "  the same with dtype=int32": lambda: frames_for_set(eventset, time_window=tw, dtype=np.int32),
+        "  the same with dtype=int32": lambda: frames_for_set(
+            eventset, time_window=tw, dtype=np.int32
+        ),
         f"spikescale raster ({n_bins} bins)": lambda: raster(eventset, tw, n_bins),
     }
     # rounds interleave the methods, so that load from other processes hits all alike;
@@ -112,6 +114,7 @@ def main() -> None:
     t_tonic = best[names[0]]
     for name, seconds in best.items():
         print(f"{name:34s} {seconds:9.3f} {n / seconds:11.0f} {t_tonic / seconds:8.1f}x")
+
 
 if __name__ == "__main__":
     main()

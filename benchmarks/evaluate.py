@@ -21,8 +21,8 @@ last line the mean over all runs.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import time
+from pathlib import Path
 
 import numpy as np
 import sinabs
@@ -38,10 +38,17 @@ SENSOR = (2, 34, 34)
 def build_cnn(seed: int) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 10, bias=False),
+        nn.Conv2d(2, 8, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 10, bias=False),
     ).eval()
 
 
@@ -76,7 +83,7 @@ def normalise(cnn: nn.Sequential, frames: torch.Tensor, percentile: float = 99.0
     """Data-based normalisation (Rueckauer 2017): W_l <- W_l * lambda_{l-1} / lambda_l, with
     lambda_l the given percentile of layer l's non-zero (post-ReLU) activations."""
     lambdas, x = [], frames
-    for i, m in enumerate(cnn):
+    for m in cnn:
         x = m(x)
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             post = torch.relu(x)
@@ -90,8 +97,14 @@ def normalise(cnn: nn.Sequential, frames: torch.Tensor, percentile: float = 99.0
 
 def build_snn(cnn, steps, spike_fn, reset_fn, min_v_mem):
     return sinabs.from_model(
-        cnn, input_shape=SENSOR, num_timesteps=steps, add_spiking_output=True,
-        spike_threshold=1.0, spike_fn=spike_fn, reset_fn=reset_fn, min_v_mem=min_v_mem,
+        cnn,
+        input_shape=SENSOR,
+        num_timesteps=steps,
+        add_spiking_output=True,
+        spike_threshold=1.0,
+        spike_fn=spike_fn,
+        reset_fn=reset_fn,
+        min_v_mem=min_v_mem,
     ).spiking_model
 
 
@@ -117,8 +130,12 @@ def pipeline_snn_and_raster(run: Path, samples: int, steps: int, factor: float):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=64,
-                    help="batch size (both backends; the pipeline's evaluation.batch_size)")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=64,
+        help="batch size (both backends; the pipeline's evaluation.batch_size)",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="runs of each batch per backend")
     ap.add_argument("--steps", type=int, default=300, help="1 ms bins")
     ap.add_argument("--events", type=int, default=4000, help="events per sample")
@@ -128,8 +145,13 @@ def main() -> None:
     ap.add_argument("--min-v-mem", type=float, default=-1.0, help="nan for None")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (both backends)")
-    ap.add_argument("--digits", metavar="DIR", help="instead of synthetic streams: the SNN and the test "
-                    "events of a finished pipeline run in DIR (models/digits/snn.pt, data/digits/events/test.parquet)")
+    ap.add_argument(
+        "--digits",
+        metavar="DIR",
+        help="instead of synthetic streams: the SNN and the test "
+        "events of a finished pipeline run in DIR"
+        " (models/digits/snn.pt, data/digits/events/test.parquet)",
+    )
     args = ap.parse_args()
 
     torch.set_grad_enabled(False)
@@ -137,14 +159,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch threads (both backends): {torch.get_num_threads()}")
     if args.digits:
-        snn, raster = pipeline_snn_and_raster(Path(args.digits), args.samples, args.steps, args.factor)
+        snn, raster = pipeline_snn_and_raster(
+            Path(args.digits), args.samples, args.steps, args.factor
+        )
     else:
         cnn = build_cnn(args.seed)
         raster = synthetic_streams(args.samples, args.steps, args.events, args.seed + 1)
         normalise(cnn, synthetic_streams(64, args.steps, args.events, args.seed + 2).sum(1))
         cnn[0].weight *= args.factor
         snn = build_snn(
-            cnn, args.steps,
+            cnn,
+            args.steps,
             MultiSpike if args.spike_fn == "multi" else SingleSpike,
             MembraneSubtract() if args.reset == "subtract" else MembraneReset(),
             None if np.isnan(args.min_v_mem) else args.min_v_mem,
@@ -168,7 +193,7 @@ def main() -> None:
     for i in range(0, args.samples, args.batch):
         runs = {"sinabs": [], "fast": []}
         outs = {}
-        batch = raster[i: i + args.batch]
+        batch = raster[i : i + args.batch]
         for _ in range(args.repeats):
             for backend in results:
                 t0, c0 = time.perf_counter(), time.process_time()

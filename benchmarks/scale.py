@@ -41,7 +41,9 @@ CLASSES = tuple(str(d) for d in range(10))
 CHUNK_SAMPLES = 1000
 
 
-def synthetic_chunks(n_samples: int, mean_events: int, duration_us: int, seed: int, chunk: int = CHUNK_SAMPLES):
+def synthetic_chunks(
+    n_samples: int, mean_events: int, duration_us: int, seed: int, chunk: int = CHUNK_SAMPLES
+):
     """EventSets of ``chunk`` samples each, N-MNIST-like, generated one chunk at a time.
 
     Events per sample uniform in +-20 % of ``mean_events``; timestamps rise by random
@@ -76,7 +78,9 @@ def phase_events(args, work: Path) -> dict:
 
     out, generating = {}, 0.0
     for split, n, seed in (("train", args.train, 0), ("test", args.test, 1)):
-        with EventStoreWriter(work / "events" / f"{split}.parquet", SENSOR, CLASSES, dataset="synthetic", split=split) as w:
+        with EventStoreWriter(
+            work / "events" / f"{split}.parquet", SENSOR, CLASSES, dataset="synthetic", split=split
+        ) as w:
             chunks = synthetic_chunks(n, args.events, args.duration_ms * 1000, seed)
             while True:
                 start = time.perf_counter()
@@ -99,7 +103,9 @@ def phase_frames(args, work: Path) -> dict:
     from spikescale.frames import run_frames
     from spikescale.params import FramesParams
 
-    summary = run_frames(FramesParams(mode="n_time_bins", n_time_bins=10), work / "events", work / "frames")
+    summary = run_frames(
+        FramesParams(mode="n_time_bins", n_time_bins=10), work / "events", work / "frames"
+    )
     return {
         "frames": sum(s["frames"] for s in summary.values()),
         "file_bytes": sum((work / "frames" / f"{s}.npz").stat().st_size for s in summary),
@@ -129,8 +135,12 @@ def phase_train_read(args, work: Path) -> dict:
     total = 0.0
     for start in range(0, len(order), 64):
         total += float(to_tensor(take(frames, order[start : start + 64])).sum())
-    return {"frames": len(frames), "frame_dtype": str(frames.dtype), "memmap": isinstance(frames, np.memmap),
-            "event_count_check": int(total)}
+    return {
+        "frames": len(frames),
+        "frame_dtype": str(frames.dtype),
+        "memmap": isinstance(frames, np.memmap),
+        "event_count_check": int(total),
+    }
 
 
 PHASES = {
@@ -164,12 +174,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=int, default=60_000, help="training samples (default 60,000)")
     ap.add_argument("--test", type=int, default=10_000, help="test samples (default 10,000)")
-    ap.add_argument("--events", type=int, default=4_140, help="mean events per sample (default 4,140)")
+    ap.add_argument(
+        "--events", type=int, default=4_140, help="mean events per sample (default 4,140)"
+    )
     ap.add_argument("--duration-ms", type=int, default=300, help="about how long a sample lasts")
-    ap.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, of {', '.join(PHASES)}")
-    ap.add_argument("--workdir", default=tempfile.gettempdir(), help="where the temporary folder goes")
+    ap.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated, of {', '.join(PHASES)}"
+    )
+    ap.add_argument(
+        "--workdir", default=tempfile.gettempdir(), help="where the temporary folder goes"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the files")
-    ap.add_argument("--limit-gb", type=float, default=4.0, help="fail if a phase's peak RSS exceeds this")
+    ap.add_argument(
+        "--limit-gb", type=float, default=4.0, help="fail if a phase's peak RSS exceeds this"
+    )
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -182,29 +200,42 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown phases {sorted(unknown)}; expected some of {list(PHASES)}")
     work = Path(tempfile.mkdtemp(prefix="spikescale-scale-", dir=args.workdir))
-    print(f"{args.train:,} train + {args.test:,} test samples, about {args.events:,} events each "
-          f"(~{(args.train + args.test) * args.events / 1e6:,.0f} M events), in {work}", flush=True)
+    print(
+        f"{args.train:,} train + {args.test:,} test samples, about {args.events:,} events each "
+        f"(~{(args.train + args.test) * args.events / 1e6:,.0f} M events), in {work}",
+        flush=True,
+    )
     failed = False
     try:
         for phase in phases:
             cmd = [sys.executable, __file__, "--phase", phase, "--work", str(work)] + [
-                f"--{k}={getattr(args, k.replace('-', '_'))}" for k in ("train", "test", "events", "duration-ms")
+                f"--{k}={getattr(args, k.replace('-', '_'))}"
+                for k in ("train", "test", "events", "duration-ms")
             ]
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=os.environ)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if proc.returncode or line is None:
                 print(f"{phase}: failed (exit {proc.returncode})\n{proc.stdout}", flush=True)
                 return 1
-            r = json.loads(line[len("RESULT "):])
+            r = json.loads(line[len("RESULT ") :])
             over = r["peak_rss_mb"] > args.limit_gb * 1024
             failed |= over
-            extra = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in r.items()
-                              if k not in ("wall_s", "peak_rss_mb"))
-            print(f"{phase:>14}: wall {r['wall_s']:8.1f} s   peak RSS {r['peak_rss_mb']:8.1f} MB"
-                  f"{'  OVER THE LIMIT' if over else ''}   ({extra})", flush=True)
+            extra = ", ".join(
+                f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
+                for k, v in r.items()
+                if k not in ("wall_s", "peak_rss_mb")
+            )
+            print(
+                f"{phase:>14}: wall {r['wall_s']:8.1f} s   peak RSS {r['peak_rss_mb']:8.1f} MB"
+                f"{'  OVER THE LIMIT' if over else ''}   ({extra})",
+                flush=True,
+            )
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(f"largest peak RSS of any phase (RUSAGE_CHILDREN): {children:.1f} MB; "
-              f"limit {args.limit_gb * 1024:.0f} MB: {'FAIL' if failed else 'ok'}", flush=True)
+        print(
+            f"largest peak RSS of any phase (RUSAGE_CHILDREN): {children:.1f} MB; "
+            f"limit {args.limit_gb * 1024:.0f} MB: {'FAIL' if failed else 'ok'}",
+            flush=True,
+        )
     finally:
         if args.keep:
             print(f"kept {work}")

@@ -26,7 +26,11 @@ REDUCED = {
 def merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
-        out[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        out[key] = (
+            merge(base[key], value)
+            if isinstance(value, dict) and isinstance(base.get(key), dict)
+            else value
+        )
     return out
 
 
@@ -34,7 +38,10 @@ def project_files() -> list[str]:
     """Tracked and untracked-but-not-ignored files of the checkout (what a clone would hold)."""
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
 
@@ -58,15 +65,22 @@ def env() -> dict:
     return e
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
 def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run([str(BIN / "snakemake"), "--cores", "2", "--profile", "profiles/default", *args], cwd, check)
+    return run(
+        [str(BIN / "snakemake"), "--cores", "2", "--profile", "profiles/default", *args], cwd, check
+    )
 
 
 def init_dvc(cwd: Path) -> None:

@@ -70,7 +70,9 @@ def write_nmnist_bin(path: Path, events: np.ndarray) -> Path:
     return path
 
 
-def write_nmnist(root: Path, split: str = "train", per_class=None, seed: int = 0, n_events: int = 40):
+def write_nmnist(
+    root: Path, split: str = "train", per_class=None, seed: int = 0, n_events: int = 40
+):
     """``per_class`` maps digit -> number of files (default: digits 0, 3, 7 with 2, 1, 3)."""
     per_class = per_class or {0: 2, 3: 1, 7: 3}
     rng = np.random.default_rng(seed)
@@ -78,7 +80,13 @@ def write_nmnist(root: Path, split: str = "train", per_class=None, seed: int = 0
     for digit, count in sorted(per_class.items()):
         for i in range(count):
             # scattered file numbers, as in the real set (00002.bin, 00013.bin, ...)
-            path = Path(root) / "NMNIST" / NMNIST_SPLITS[split] / str(digit) / f"{(i * 37 + digit) % 1000:05d}.bin"
+            path = (
+                Path(root)
+                / "NMNIST"
+                / NMNIST_SPLITS[split]
+                / str(digit)
+                / f"{(i * 37 + digit) % 1000:05d}.bin"
+            )
             ev = random_events(rng, n_events + i, SENSORS["nmnist"], t0=int(rng.integers(0, 2000)))
             write_nmnist_bin(path, ev)
             out.append((digit, path, ev))
@@ -88,14 +96,21 @@ def write_nmnist(root: Path, split: str = "train", per_class=None, seed: int = 0
 # ----------------------------------------------------------------------------- .npy layouts
 
 
-def write_npy(path: Path, columns: dict[str, np.ndarray], order: tuple[str, ...], dtype=np.int64) -> Path:
+def write_npy(
+    path: Path, columns: dict[str, np.ndarray], order: tuple[str, ...], dtype=np.int64
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, np.stack([np.asarray(columns[c]) for c in order], axis=1).astype(dtype))
     return path
 
 
 def write_dvsgesture(
-    root: Path, split: str = "train", per_class=None, seed: int = 0, n_events: int = 60, dtype=np.int64
+    root: Path,
+    split: str = "train",
+    per_class=None,
+    seed: int = 0,
+    n_events: int = 60,
+    dtype=np.int64,
 ):
     """``per_class`` maps label (0-10) -> number of users that recorded it."""
     per_class = per_class or {0: 2, 4: 1, 10: 2}
@@ -116,7 +131,9 @@ def write_dvsgesture(
     return sorted(out, key=lambda r: (r[0], r[1].relative_to(r[1].parents[1]).as_posix()))
 
 
-def write_pokerdvs(root: Path, split: str = "train", per_class=None, seed: int = 0, n_events: int = 30):
+def write_pokerdvs(
+    root: Path, split: str = "train", per_class=None, seed: int = 0, n_events: int = 30
+):
     """``per_class`` maps class name (cl, he, di, sp) -> number of files."""
     per_class = per_class or {"cl": 2, "di": 1, "sp": 2}
     rng = np.random.default_rng(seed)
@@ -124,10 +141,14 @@ def write_pokerdvs(root: Path, split: str = "train", per_class=None, seed: int =
     for name, count in per_class.items():
         label = POKER_CLASSES.index(name)
         for i in range(count):
-            path = Path(root) / "POKERDVS" / POKERDVS_SPLITS[split] / name / f"{name}{i * 11 % 50}.npy"
+            path = (
+                Path(root) / "POKERDVS" / POKERDVS_SPLITS[split] / name / f"{name}{i * 11 % 50}.npy"
+            )
             t0 = int(rng.integers(10**6, 10**7))
             ev = random_events(rng, n_events, SENSORS["pokerdvs"], t0=t0, duration=20_000)
-            write_npy(path, {"t": ev["t"], "x": ev["x"], "y": ev["y"], "p": ev["p"]}, ("t", "x", "y", "p"))
+            write_npy(
+                path, {"t": ev["t"], "x": ev["x"], "y": ev["y"], "p": ev["p"]}, ("t", "x", "y", "p")
+            )
             expected = ev.copy()
             expected["t"] -= ev["t"][0]
             out.append((label, path, expected))

@@ -48,7 +48,9 @@ def modes(draw) -> dict:
     """ToFrame keyword arguments: one slicing mode, an overlap, include_incomplete."""
     name = draw(st.sampled_from(binning._MODES))
     if name == "time_window":
-        window = draw(st.one_of(st.integers(1, 120), st.floats(0.5, 120.0), st.sampled_from([10.0, 25.0])))
+        window = draw(
+            st.one_of(st.integers(1, 120), st.floats(0.5, 120.0), st.sampled_from([10.0, 25.0]))
+        )
         overlap = draw(
             st.one_of(
                 st.just(0.0),
@@ -60,7 +62,9 @@ def modes(draw) -> dict:
         return {name: window, "overlap": overlap, "include_incomplete": draw(st.booleans())}
     if name == "event_count":
         count = draw(st.integers(1, 25))
-        overlap = draw(st.one_of(st.just(0), st.integers(-5, count - 1), st.floats(-3.0, count - 0.5)))
+        overlap = draw(
+            st.one_of(st.just(0), st.integers(-5, count - 1), st.floats(-3.0, count - 0.5))
+        )
         assume(overlap < count)
         return {name: count, "overlap": overlap, "include_incomplete": draw(st.booleans())}
     bins = draw(st.integers(1, 12))
@@ -78,11 +82,17 @@ def tonic_dropped(events: np.ndarray, **mode) -> int:
     overlap = mode.get("overlap", 0.0)
     if "time_window" in mode:
         parts = slicers.slice_events_by_time(
-            tagged, mode["time_window"], overlap=overlap, include_incomplete=mode["include_incomplete"]
+            tagged,
+            mode["time_window"],
+            overlap=overlap,
+            include_incomplete=mode["include_incomplete"],
         )
     elif "event_count" in mode:
         parts = slicers.slice_events_by_count(
-            tagged, mode["event_count"], overlap=overlap, include_incomplete=mode["include_incomplete"]
+            tagged,
+            mode["event_count"],
+            overlap=overlap,
+            include_incomplete=mode["include_incomplete"],
         )
     elif "n_time_bins" in mode:
         parts = slicers.slice_events_by_time_bins(tagged, mode["n_time_bins"], overlap=overlap)
@@ -119,7 +129,10 @@ def test_search_path_equals_fast_path(data):
     sensor = data.draw(sensors())
     events = data.draw(streams(sensor))
     if data.draw(st.booleans()):
-        mode = {"time_window": data.draw(st.integers(1, 60)), "include_incomplete": data.draw(st.booleans())}
+        mode = {
+            "time_window": data.draw(st.integers(1, 60)),
+            "include_incomplete": data.draw(st.booleans()),
+        }
     else:
         mode = {"n_time_bins": data.draw(st.integers(1, 12))}
     fast = to_frames(events, sensor, **mode)
@@ -325,7 +338,9 @@ def test_mixed_polarities_on_single_polarity_sensor():
     with pytest.raises(ValueError):  # tonic refuses it as well
         tonic_frames(ev, (1, 1, 1), time_window=10)
     one, other = ev[:1].copy(), ev[1:].copy()  # each sample on its own is fine
-    frames, _, _ = frames_for_set(from_samples([one, other], [0, 0], (1, 1, 1), ("a",)), event_count=1)
+    frames, _, _ = frames_for_set(
+        from_samples([one, other], [0, 0], (1, 1, 1), ("a",)), event_count=1
+    )
     assert frames.reshape(-1).tolist() == [1, 1]
 
 
@@ -343,9 +358,13 @@ def test_unsorted_events_are_refused():
     later = ev.copy()
     later["t"] = [0, 1, 2]
     # a drop in t between samples is fine
-    frames, _, _ = frames_for_set(from_samples([later, later], [0, 0], (1, 1, 1), ("a",)), event_count=3)
+    frames, _, _ = frames_for_set(
+        from_samples([later, later], [0, 0], (1, 1, 1), ("a",)), event_count=3
+    )
     assert frames.shape == (2, 1, 1, 1)
-    frames, _, _ = frames_for_set(from_samples([later, later], [0, 0], (1, 1, 1), ("a",)), time_window=1)
+    frames, _, _ = frames_for_set(
+        from_samples([later, later], [0, 0], (1, 1, 1), ("a",)), time_window=1
+    )
     assert frames.shape == (4, 1, 1, 1)
     for mode in ({"time_window": 10}, {"n_time_bins": 2}):
         with pytest.raises(ValueError, match="sample 2 are not sorted"):

@@ -35,9 +35,9 @@ def test_dvc_added_raw_dataset_feeds_the_events_stage(tmp_path):
     """README "Versioning a dataset": `dvc add` a tonic dataset under data/raw, commit the
     .dvc file; `dvc repro` then reruns `events` when the dataset's content changes."""
     import numpy as np
+
     from conftest import init_dvc, make_project
     from fake_datasets import random_events, write_nmnist, write_nmnist_bin
-
     from spikescale.events import read_events
 
     dvc = str(BIN / "dvc")

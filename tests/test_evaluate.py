@@ -23,7 +23,12 @@ def test_fan_out_counts_every_synapse_through_pooling():
                 py, px = y // 2, x // 2
                 if py >= 4 or px >= 4:
                     continue
-                targets = sum(1 for oy in range(4) for ox in range(4) if abs(oy - py) <= 1 and abs(ox - px) <= 1)
+                targets = sum(
+                    1
+                    for oy in range(4)
+                    for ox in range(4)
+                    if abs(oy - py) <= 1 and abs(ox - px) <= 1
+                )
                 expected[c, y, x] = 3 * targets
     assert np.array_equal(fan, expected)
 

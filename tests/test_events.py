@@ -2,7 +2,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from spikescale.events import EVENT_DTYPE, EventStoreError, from_samples, iter_batches, read_events, write_events
+from spikescale.events import (
+    EVENT_DTYPE,
+    EventStoreError,
+    from_samples,
+    iter_batches,
+    read_events,
+    write_events,
+)
 
 
 def _set():

@@ -31,8 +31,21 @@ def test_nir_file_reads_back_with_every_layer(tmp_path):
     write_nir(to_nir_graph(snn, ARCH.input_shape), tmp_path / "snn.nir")
     graph = nir.read(tmp_path / "snn.nir")
     kinds = sorted(type(n).__name__ for n in graph.nodes.values())
-    assert kinds == sorted(["Input", "Output", "Conv2d", "IF", "SumPool2d", "Conv2d", "IF", "SumPool2d",
-                            "Flatten", "Affine", "IF"])
+    assert kinds == sorted(
+        [
+            "Input",
+            "Output",
+            "Conv2d",
+            "IF",
+            "SumPool2d",
+            "Conv2d",
+            "IF",
+            "SumPool2d",
+            "Flatten",
+            "Affine",
+            "IF",
+        ]
+    )
     conv = [n for n in graph.nodes.values() if isinstance(n, nir.Conv2d)]
     first = min(conv, key=lambda n: n.weight.shape[1])  # the one with 2 input channels
     assert np.allclose(first.weight, snn[0].weight.detach().numpy())  # the factor is in the weights

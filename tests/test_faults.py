@@ -22,7 +22,11 @@ def _kill_when(project: Path, marker: str, timeout: float = 600) -> None:
     """Start snakemake, SIGKILL it and its jobs as soon as ``marker`` (a glob) exists."""
     proc = subprocess.Popen(
         [str(BIN / "snakemake"), "--cores", "2", "--profile", "profiles/default"],
-        cwd=project, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=project,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + timeout
     try:
@@ -43,8 +47,13 @@ def _no_partial_files(project: Path) -> None:
     return leftovers
 
 
-@pytest.mark.parametrize("stage, marker", [("train", "logs/digits/train.log"), ("evaluate", "logs/digits/evaluate/*.log")])
-def test_sigkill_then_rerun_gives_the_uninterrupted_results(tmp_path, snakemake_project, stage, marker):
+@pytest.mark.parametrize(
+    "stage, marker",
+    [("train", "logs/digits/train.log"), ("evaluate", "logs/digits/evaluate/*.log")],
+)
+def test_sigkill_then_rerun_gives_the_uninterrupted_results(
+    tmp_path, snakemake_project, stage, marker
+):
     project = make_project(tmp_path)
     _kill_when(project, marker)
     assert not (project / "results/digits/sweep.parquet").exists()
@@ -57,8 +66,12 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_results(tmp_path, snakemake_
     assert _no_partial_files(project) == []
     # a factor removed from params leaves no stale row
     snakemake(project, "--config", "scale={factors: [16]}")
-    assert pq.read_table(project / "results/digits/sweep.parquet").column("factor").to_pylist() == [16.0]
-    assert set(pq.read_table(project / "results/digits/layers.parquet").column("factor").to_pylist()) == {16.0}
+    assert pq.read_table(project / "results/digits/sweep.parquet").column("factor").to_pylist() == [
+        16.0
+    ]
+    assert set(
+        pq.read_table(project / "results/digits/layers.parquet").column("factor").to_pylist()
+    ) == {16.0}
 
 
 def test_every_output_has_exactly_one_writer(snakemake_project):

@@ -28,7 +28,9 @@ def test_equals_sinabs_normalize_weights_when_configured_alike(percentile):
     ours, table = normalise(cnn, batches(frames, 16), percentile, ignore_zeros=False)
     reference = copy.deepcopy(cnn)
     pairs = output_layer_names(cnn)
-    normalize_weights(reference, frames, [o for _, o in pairs], [p for p, _ in pairs], percentile=percentile)
+    normalize_weights(
+        reference, frames, [o for _, o in pairs], [p for p, _ in pairs], percentile=percentile
+    )
     for (name, a), (_, b) in zip(ours.state_dict().items(), reference.state_dict().items()):
         assert torch.equal(a, b), name
     assert [row["layer"] for row in table] == [p for p, _ in pairs]
@@ -45,7 +47,9 @@ def test_normalised_activations_reach_one_at_the_percentile():
 def test_sparse_layer_gives_finite_weights_with_ignore_zeros_and_is_flagged_without():
     cnn, _ = _cnn_and_frames(arch=Architecture(2, 16, 16, 4, (4, 6), 3, False))
     frames = torch.zeros((40, 2, 16, 16))
-    frames[0, 0, 5, 5] = 1.0  # one event in forty frames: the 99th percentile of all activations is 0
+    frames[0, 0, 5, 5] = (
+        1.0  # one event in forty frames: the 99th percentile of all activations is 0
+    )
     plain, table = normalise(cnn, batches(frames, 40), 99.0, ignore_zeros=False)
     assert table[0]["degenerate"] and table[0]["scale"] == 1.0
     assert all(torch.isfinite(p).all() for p in plain.parameters())
@@ -56,7 +60,9 @@ def test_sparse_layer_gives_finite_weights_with_ignore_zeros_and_is_flagged_with
     reference = copy.deepcopy(cnn)
     pairs = output_layer_names(cnn)
     with np.errstate(divide="ignore"):
-        normalize_weights(reference, frames, [o for _, o in pairs], [p for p, _ in pairs], percentile=99.0)
+        normalize_weights(
+            reference, frames, [o for _, o in pairs], [p for p, _ in pairs], percentile=99.0
+        )
     assert not all(torch.isfinite(p).all() for p in reference.parameters())
 
 

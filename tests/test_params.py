@@ -24,7 +24,9 @@ def _keys(d, prefix=""):
 def test_params_yaml_is_complete_and_valid():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     model = P.validate(raw)
-    assert _keys(raw) == _keys(P.canonical(model)), "params.yaml must spell out every key (DVC reads it raw)"
+    assert _keys(raw) == _keys(P.canonical(model)), (
+        "params.yaml must spell out every key (DVC reads it raw)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -36,9 +38,17 @@ def test_params_yaml_is_complete_and_valid():
         ({"scale": {"factors": [2, 2]}}, "scale.factors", "unique"),
         ({"evaluation": {"time_bin_us": -1}}, "evaluation.time_bin_us", "greater than 0"),
         ({"normalisation": {"percentile": 0}}, "normalisation.percentile", "greater than 0"),
-        ({"normalisation": {"percentile": 100.1}}, "normalisation.percentile", "less than or equal to 100"),
+        (
+            {"normalisation": {"percentile": 100.1}},
+            "normalisation.percentile",
+            "less than or equal to 100",
+        ),
         ({"training": {"epoch": 3}}, "training.epoch", "Extra inputs"),
-        ({"frames": {"mode": "time_window", "time_window_us": 1000, "overlap": 1000}}, "frames.overlap", "smaller"),
+        (
+            {"frames": {"mode": "time_window", "time_window_us": 1000, "overlap": 1000}},
+            "frames.overlap",
+            "smaller",
+        ),
     ],
 )
 def test_invalid_params_name_the_key_and_expectation(override, key, expected):

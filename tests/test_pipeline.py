@@ -57,14 +57,28 @@ def test_second_snakemake_run_has_nothing_to_do(snakemake_project):
 
 def test_changing_factors_reruns_only_what_follows_evaluate(snakemake_project):
     out = snakemake(snakemake_project, "-n", "--config", "scale={factors: [4, 16, 32]}").stdout
-    assert job_counts(out) == {"evaluate": 1, "refine": 1, "collect": 1, "report": 1, "export": 1, "all": 1}, out
+    assert job_counts(out) == {
+        "evaluate": 1,
+        "refine": 1,
+        "collect": 1,
+        "report": 1,
+        "export": 1,
+        "all": 1,
+    }, out
 
 
 def test_changing_epochs_reruns_from_train_on(snakemake_project):
     out = snakemake(snakemake_project, "-n", "--config", "training={epochs: 2}").stdout
     assert job_counts(out) == {
-        "train": 1, "normalise": 1, "convert": 1, "evaluate": 2, "refine": 1, "collect": 1, "report": 1,
-        "export": 1, "all": 1,
+        "train": 1,
+        "normalise": 1,
+        "convert": 1,
+        "evaluate": 2,
+        "refine": 1,
+        "collect": 1,
+        "report": 1,
+        "export": 1,
+        "all": 1,
     }, out
 
 
@@ -131,7 +145,9 @@ def test_invalid_params_fail_before_any_job(tmp_path, override, key):
 
 def test_snakemake_lint_is_clean():
     proc = run([str(BIN / "snakemake"), "--lint"], ROOT, check=False)
-    assert proc.returncode == 0 and "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Lints for" not in proc.stdout + proc.stderr, (
+        proc.stdout + proc.stderr
+    )
 
 
 def _snakemake_edges(cwd) -> set[tuple[str, str]]:
@@ -177,7 +193,9 @@ def test_nir_export_reads_back(snakemake_project):
     graph = nir.read(snakemake_project / "results/digits/snn_recommended.nir")
     kinds = [type(n).__name__ for n in graph.nodes.values()]
     assert kinds.count("IF") == 4 and kinds.count("Conv2d") == 3 and "Affine" in kinds
-    factor = json.loads((snakemake_project / "results/digits/recommendation.json").read_text())["recommended_factor"]
+    factor = json.loads((snakemake_project / "results/digits/recommendation.json").read_text())[
+        "recommended_factor"
+    ]
     assert factor in (4.0, 16.0)
 
 
@@ -196,9 +214,25 @@ def test_refined_factors_join_the_sweep(tmp_path):
 def test_compare_plots_several_runs(snakemake_project, tmp_path):
     sweep = snakemake_project / "results/digits/sweep.parquet"
     out = tmp_path / "compare.png"
-    run([str(BIN / "spikescale"), "compare", str(sweep), str(sweep), "--labels", "a,b", "--out", str(out)], tmp_path)
+    run(
+        [
+            str(BIN / "spikescale"),
+            "compare",
+            str(sweep),
+            str(sweep),
+            "--labels",
+            "a,b",
+            "--out",
+            str(out),
+        ],
+        tmp_path,
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    bad = run([str(BIN / "spikescale"), "compare", str(sweep), "--labels", "a,b", "--out", str(out)], tmp_path, check=False)
+    bad = run(
+        [str(BIN / "spikescale"), "compare", str(sweep), "--labels", "a,b", "--out", str(out)],
+        tmp_path,
+        check=False,
+    )
     assert bad.returncode == 2 and "2 labels for 1 sweep files" in bad.stderr
 
 
@@ -206,12 +240,13 @@ def test_compare_plots_several_runs(snakemake_project, tmp_path):
 def test_tonic_dataset_runs_the_whole_pipeline(tmp_path, name):
     """A partial copy in the dataset's own on-disk layout, read offline, through every rule."""
     from fake_datasets import SENSORS, WRITERS
-
     from spikescale.events import read_events
 
     project = make_project(tmp_path, {"dataset": {"name": name}})
     raw = project / "data" / "raw"
-    written = {split: WRITERS[name](raw, split, seed=i) for i, split in enumerate(("train", "test"))}
+    written = {
+        split: WRITERS[name](raw, split, seed=i) for i, split in enumerate(("train", "test"))
+    }
     snakemake(project)
 
     test = read_events(project / f"data/{name}/events/test.parquet")
@@ -220,7 +255,9 @@ def test_tonic_dataset_runs_the_whole_pipeline(tmp_path, name):
     assert pq.read_table(results / "sweep.parquet").column("factor").to_pylist() == [4.0, 16.0]
     samples = pq.read_table(results / "samples.parquet")
     assert samples.num_rows == 2 * len(test)
-    assert samples.column("input_events").to_pylist()[: len(test)] == test.events_per_sample.tolist()
+    assert (
+        samples.column("input_events").to_pylist()[: len(test)] == test.events_per_sample.tolist()
+    )
     layers = pq.read_table(results / "layers.parquet").to_pylist()
     width, height, _ = SENSORS[name]
     assert layers[0]["layer"] == "conv1" and layers[0]["neurons"] == 8 * height * width

@@ -90,7 +90,13 @@ def test_fingerprint_depends_on_content_not_on_batching():
         EventSet(es.events, es.offsets, (es.labels + 1) % 10, SENSOR, CLASSES),
         EventSet(es.events, es.offsets, es.labels, (34, 34, 3), CLASSES),
         # the same events, one sample boundary moved
-        EventSet(es.events, np.r_[es.offsets[:2], es.offsets[2] + 1, es.offsets[3:]], es.labels, SENSOR, CLASSES),
+        EventSet(
+            es.events,
+            np.r_[es.offsets[:2], es.offsets[2] + 1, es.offsets[3:]],
+            es.labels,
+            SENSOR,
+            CLASSES,
+        ),
     ]
     assert len({es.fingerprint(), *(c.fingerprint() for c in changed)}) == 5
 
@@ -120,12 +126,16 @@ def test_row_groups_hold_whole_samples_within_the_limit(tmp_path):
     # row groups of only empty samples hold no rows and are not written
     expected = [(a, b) for a, b in expected if counts[a : b + 1].sum()]
     nonempty = np.flatnonzero(counts)
-    assert [(nonempty[nonempty >= a][0], nonempty[nonempty <= b][-1]) for a, b in expected] == ranges
+    assert [
+        (nonempty[nonempty >= a][0], nonempty[nonempty <= b][-1]) for a, b in expected
+    ] == ranges
     assert all(r[0] > q[1] for q, r in zip(ranges, ranges[1:]))  # no sample spans two groups
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16, 64, 1000])
-def test_batches_equal_the_whole_split_reading_each_row_group_once(tmp_path, monkeypatch, batch_size):
+def test_batches_equal_the_whole_split_reading_each_row_group_once(
+    tmp_path, monkeypatch, batch_size
+):
     es = synthetic(150)
     path = tmp_path / "s.parquet"
     with EventStoreWriter(path, SENSOR, CLASSES, row_group_events=1500) as w:
@@ -133,12 +143,20 @@ def test_batches_equal_the_whole_split_reading_each_row_group_once(tmp_path, mon
             w.append(batch)
     reads = []
     original = pq.ParquetFile.read_row_group
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, i, *a, **k: reads.append(i) or original(self, i, *a, **k))
+    monkeypatch.setattr(
+        pq.ParquetFile,
+        "read_row_group",
+        lambda self, i, *a, **k: reads.append(i) or original(self, i, *a, **k),
+    )
     got = list(iter_batches(path, batch_size))
     assert reads == list(range(pq.ParquetFile(path).metadata.num_row_groups))
-    assert [idx.tolist() for idx, _ in got] == [list(range(a, min(a + batch_size, 150))) for a in range(0, 150, batch_size)]
+    assert [idx.tolist() for idx, _ in got] == [
+        list(range(a, min(a + batch_size, 150))) for a in range(0, 150, batch_size)
+    ]
     assert np.array_equal(np.concatenate([b.events for _, b in got]), es.events)
-    assert np.array_equal(np.concatenate([b.events_per_sample for _, b in got]), es.events_per_sample)
+    assert np.array_equal(
+        np.concatenate([b.events_per_sample for _, b in got]), es.events_per_sample
+    )
     assert np.array_equal(np.concatenate([b.labels for _, b in got]), es.labels)
 
 
@@ -149,7 +167,11 @@ def test_a_batch_reads_only_the_row_groups_it_needs(tmp_path, monkeypatch):
         w.append(es)
     reads = []
     original = pq.ParquetFile.read_row_group
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, i, *a, **k: reads.append(i) or original(self, i, *a, **k))
+    monkeypatch.setattr(
+        pq.ParquetFile,
+        "read_row_group",
+        lambda self, i, *a, **k: reads.append(i) or original(self, i, *a, **k),
+    )
     first = next(iter(iter_batches(path, 4)))
     assert len(first[1]) == 4 and reads == [0]  # 4 samples of ~300 events: in the first group
 
@@ -165,7 +187,9 @@ def test_batches_of_files_whose_row_groups_split_samples(tmp_path):
     for batch_size in (1, 7, 100):
         got = [b for _, b in iter_batches(path, batch_size)]
         assert np.array_equal(np.concatenate([b.events for b in got]), es.events)
-        assert np.array_equal(np.concatenate([b.events_per_sample for b in got]), es.events_per_sample)
+        assert np.array_equal(
+            np.concatenate([b.events_per_sample for b in got]), es.events_per_sample
+        )
 
 
 def test_batches_refuse_events_of_unlabelled_samples(tmp_path):
@@ -187,7 +211,10 @@ def test_a_failed_stream_leaves_nothing(tmp_path):
         w.append(es)
         raise RuntimeError("reader failed half way")
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(EventStoreError, match="sensor size"), EventStoreWriter(path, SENSOR, CLASSES) as w:
+    with (
+        pytest.raises(EventStoreError, match="sensor size"),
+        EventStoreWriter(path, SENSOR, CLASSES) as w,
+    ):
         w.append(EventSet(es.events, es.offsets, es.labels, (128, 128, 2), CLASSES))
     assert list(tmp_path.iterdir()) == []
 
@@ -206,16 +233,22 @@ def test_events_stage_streams_a_tonic_dataset_in_chunks(tmp_path, monkeypatch):
     appended = []
     monkeypatch.setattr(dataset, "CHUNK_SAMPLES", 2)
     original = EventStoreWriter.append
-    monkeypatch.setattr(EventStoreWriter, "append", lambda self, b: appended.append(len(b)) or original(self, b))
+    monkeypatch.setattr(
+        EventStoreWriter, "append", lambda self, b: appended.append(len(b)) or original(self, b)
+    )
     summaries = dataset.run_events(p, tmp_path / "events")
     assert appended == [2, 2, 2, 2, 1] * 2
     for split in ("train", "test"):
         whole = load_tonic("nmnist", tmp_path / "raw", split)
         write_events(whole, tmp_path / f"whole_{split}.parquet", dataset="nmnist", split=split)
-        assert (tmp_path / "events" / f"{split}.parquet").read_bytes() == (tmp_path / f"whole_{split}.parquet").read_bytes()
+        assert (tmp_path / "events" / f"{split}.parquet").read_bytes() == (
+            tmp_path / f"whole_{split}.parquet"
+        ).read_bytes()
         assert summaries[split] == whole.summary()
 
-    write_nmnist_bin(tmp_path / "raw" / "NMNIST" / "Test" / "9" / "99999.bin", np.zeros(0, EVENT_DTYPE))
+    write_nmnist_bin(
+        tmp_path / "raw" / "NMNIST" / "Test" / "9" / "99999.bin", np.zeros(0, EVENT_DTYPE)
+    )
     with pytest.raises(BadSampleError, match="99999.bin"):
         dataset.run_events(p, tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists() or list((tmp_path / "fresh").iterdir()) == []
@@ -238,7 +271,9 @@ def test_streamed_frames_equal_the_in_memory_frames_byte_for_byte(tmp_path, p):
     write_events(es, tmp_path / "e.parquet")
     save_arrays(tmp_path / "whole.npz", make_frames(es, p))
     for batch_size in (1, 13, None):
-        summary = write_frames(tmp_path / "e.parquet", tmp_path / "streamed.npz", p, batch_size=batch_size)
+        summary = write_frames(
+            tmp_path / "e.parquet", tmp_path / "streamed.npz", p, batch_size=batch_size
+        )
         assert (tmp_path / "streamed.npz").read_bytes() == (tmp_path / "whole.npz").read_bytes()
     arrays = load_arrays(tmp_path / "streamed.npz")
     plain = np.load(tmp_path / "streamed.npz")  # an ordinary .npz as well
@@ -260,10 +295,13 @@ def test_frame_dtype_is_the_smallest_exact_one_for_the_whole_split(tmp_path):
     assert b - a > 255
     p = FramesParams(mode="n_time_bins", n_time_bins=1)
     write_events(es, tmp_path / "e.parquet")
-    write_frames(tmp_path / "e.parquet", tmp_path / "f.npz", p, batch_size=4)  # batches of uint8 and of int16
+    write_frames(
+        tmp_path / "e.parquet", tmp_path / "f.npz", p, batch_size=4
+    )  # batches of uint8 and of int16
     frames = load_arrays(tmp_path / "f.npz")["frames"]
-    assert frames.dtype == np.int16 and frames[i, 1, 6, 5] == int(np.count_nonzero(
-        events["t"][a:b] < events["t"][a] + (events["t"][b - 1] - events["t"][a])))
+    assert frames.dtype == np.int16 and frames[i, 1, 6, 5] == int(
+        np.count_nonzero(events["t"][a:b] < events["t"][a] + (events["t"][b - 1] - events["t"][a]))
+    )
     assert np.array_equal(frames, make_frames(es, p)["frames"])
     small = make_frames(synthetic(30), p)["frames"]
     assert small.dtype == np.uint8
@@ -312,7 +350,8 @@ _CHILD = textwrap.dedent(
     from spikescale.params import FramesParams
 
     def peak():
-        line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM"))
+        status = Path("/proc/self/status").read_text().splitlines()
+        line = next(entry for entry in status if entry.startswith("VmHWM"))
         return int(line.split()[1]) * 1024
 
     def run(work, chunks):
@@ -324,7 +363,8 @@ _CHILD = textwrap.dedent(
                 events += len(chunk.events)
                 w.append(chunk)
                 del chunk
-        frames = write_frames(work / "e.parquet", work / "f.npz", FramesParams(), batch_size=20)["frames"]
+        written = write_frames(work / "e.parquet", work / "f.npz", FramesParams(), batch_size=20)
+        frames = written["frames"]
         read = sum(len(b.events) for _, b in iter_batches(work / "e.parquet", 16))
         return events, read, frames
 
@@ -342,7 +382,9 @@ def test_memory_is_bounded_by_a_batch_not_by_the_split(tmp_path):
     batch reader, in chunks of 50 samples: the process grows by far less than the data
     (reading it whole instead grows it by about 850 MB)."""
     chunks, samples = 80, 50
-    code = _CHILD.format(tests=str(Path(__file__).parent), work=str(tmp_path), chunks=chunks, samples=samples)
+    code = _CHILD.format(
+        tests=str(Path(__file__).parent), work=str(tmp_path), chunks=chunks, samples=samples
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -351,4 +393,6 @@ def test_memory_is_bounded_by_a_batch_not_by_the_split(tmp_path):
     assert r["events"] == r["read"] > 15_000_000 and r["frames"] == chunks * samples * 10
     bound = 40 * 2**20
     assert data_bytes > 4.5 * bound and frame_bytes > 2 * bound
-    assert r["growth"] < bound, f"grew by {r['growth'] / 2**20:.0f} MB for {data_bytes / 2**20:.0f} MB of events"
+    assert r["growth"] < bound, (
+        f"grew by {r['growth'] / 2**20:.0f} MB for {data_bytes / 2**20:.0f} MB of events"
+    )

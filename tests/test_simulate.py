@@ -95,7 +95,9 @@ def cases(draw):
             k = draw(st.integers(1, min(3, h, w)))
             stride = draw(st.sampled_from([1, 1, 2]))
             padding = draw(st.integers(0, k // 2 + (k > 1)))
-            dilation = 2 if (min(h, w) + 2 * padding > 2 * k and draw(st.integers(0, 3)) == 0) else 1
+            dilation = (
+                2 if (min(h, w) + 2 * padding > 2 * k and draw(st.integers(0, 3)) == 0) else 1
+            )
             out_c = draw(st.integers(1, 5))
             groups = draw(st.sampled_from([g for g in (1, 2, 3) if c % g == 0 and out_c % g == 0]))
             layers.append(
@@ -145,9 +147,7 @@ def cases(draw):
     return nn.Sequential(*layers), raster, checkpoints
 
 
-SETTINGS = settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
@@ -184,9 +184,14 @@ def nmnist_like(spike_fn, reset_fn, min_v_mem, steps: int, factor: float = 8.0):
     percentile of the non-zero activations per layer) and scaled by ``factor``."""
     torch.manual_seed(0)
     cnn = nn.Sequential(
-        nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 4 * 4, 10, bias=False),
+        nn.Conv2d(2, 8, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 10, bias=False),
     )
     x, previous = sparse_stream(32, steps, seed=99).sum(1), 1.0
     for m in cnn:
@@ -197,8 +202,14 @@ def nmnist_like(spike_fn, reset_fn, min_v_mem, steps: int, factor: float = 8.0):
             x, previous = x / scale, 1.0
     cnn[0].weight.mul_(factor)
     return sinabs.from_model(
-        cnn, input_shape=(2, 16, 16), num_timesteps=steps, add_spiking_output=True,
-        spike_threshold=1.0, spike_fn=spike_fn, reset_fn=reset_fn, min_v_mem=min_v_mem,
+        cnn,
+        input_shape=(2, 16, 16),
+        num_timesteps=steps,
+        add_spiking_output=True,
+        spike_threshold=1.0,
+        spike_fn=spike_fn,
+        reset_fn=reset_fn,
+        min_v_mem=min_v_mem,
     ).spiking_model
 
 
@@ -239,11 +250,21 @@ def test_float_weights_agree_with_sinabs(spike_fn, reset_fn, min_v_mem):
 
 
 def small_model(**kw) -> nn.Sequential:
-    cfg = {"spike_fn": MultiSpike, "reset_fn": MembraneSubtract(), "threshold": 1.0,
-           "min_v_mem": -1.0} | kw
+    cfg = {
+        "spike_fn": MultiSpike,
+        "reset_fn": MembraneSubtract(),
+        "threshold": 1.0,
+        "min_v_mem": -1.0,
+    } | kw
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), iaf(cfg), nn.AvgPool2d(2),
-                         nn.Flatten(), nn.Linear(4 * 4 * 4, 3), iaf(cfg))
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, bias=False),
+        iaf(cfg),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 3),
+        iaf(cfg),
+    )
 
 
 def test_checkpoints_read_cumulative_output():
@@ -316,10 +337,15 @@ def test_threads_do_not_change_results():
 @pytest.mark.parametrize("padding, kernel", [("same", 2), ("same", 3), ("valid", 3), (2, 2)])
 def test_string_and_asymmetric_padding(padding, kernel):
     torch.manual_seed(1)
-    cfg = {"spike_fn": MultiSpike, "reset_fn": MembraneSubtract(), "threshold": 0.5,
-           "min_v_mem": None}
-    model = nn.Sequential(nn.Conv2d(2, 3, kernel, padding=padding, bias=True), iaf(cfg),
-                          nn.Flatten(), iaf(cfg))
+    cfg = {
+        "spike_fn": MultiSpike,
+        "reset_fn": MembraneSubtract(),
+        "threshold": 0.5,
+        "min_v_mem": None,
+    }
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, kernel, padding=padding, bias=True), iaf(cfg), nn.Flatten(), iaf(cfg)
+    )
     model[0].weight.copy_(torch.randint(-8, 24, model[0].weight.shape) / 16)
     model[0].bias.copy_(torch.randint(-4, 4, model[0].bias.shape) / 16)
     raster = sparse_stream(2, 12, seed=5)[:, :, :, :7, :6].contiguous()
@@ -348,6 +374,6 @@ def test_accumulate_sums_terms_in_order(span, n):
     acc = rng.standard_normal(span + 7).astype(np.float32)
     expected = acc.copy()
     for x, off in zip(xs, offs):
-        expected[3: 3 + span] = expected[3: 3 + span] + x * w[11 + off: 11 + off + span]
+        expected[3 : 3 + span] = expected[3 : 3 + span] + x * w[11 + off : 11 + off + span]
     _call_accumulate(acc, 3, span, xs, offs, n, w, 11)
     np.testing.assert_array_equal(acc, expected)

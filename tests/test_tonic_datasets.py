@@ -120,7 +120,9 @@ def test_root_may_be_the_dataset_folder(tmp_path):
 
 def test_split_folder(tmp_path):
     assert split_folder("nmnist", tmp_path, "test") == tmp_path / "NMNIST" / "Test"
-    assert split_folder("dvsgesture", tmp_path, "train") == tmp_path / "DVSGesture" / "ibmGestureTrain"
+    assert (
+        split_folder("dvsgesture", tmp_path, "train") == tmp_path / "DVSGesture" / "ibmGestureTrain"
+    )
     assert split_folder("pokerdvs", tmp_path, "test") == tmp_path / "POKERDVS" / "pips_test"
 
 
@@ -185,8 +187,11 @@ def test_same_events_as_tonics_dataset_class(tmp_path, name, monkeypatch):
 @settings(max_examples=30, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.integers(0, 33), st.integers(0, 33), st.integers(0, (1 << 23) - 1), st.integers(0, 1)),
-        min_size=1, max_size=40,
+        st.tuples(
+            st.integers(0, 33), st.integers(0, 33), st.integers(0, (1 << 23) - 1), st.integers(0, 1)
+        ),
+        min_size=1,
+        max_size=40,
     )
 )
 def test_nmnist_bit_layout_round_trips(tmp_path_factory, rows):
@@ -211,7 +216,9 @@ def test_nmnist_zip_is_extracted_when_folder_missing(tmp_path, archive_name):
     assert_matches(es, expected)
     assert (tmp_path / "NMNIST" / "Train").is_dir()
     assert archive.is_file()
-    assert not [p for p in (tmp_path / "NMNIST").iterdir() if p.name.startswith(".")]  # no temp left
+    assert not [
+        p for p in (tmp_path / "NMNIST").iterdir() if p.name.startswith(".")
+    ]  # no temp left
     assert_matches(load_tonic("nmnist", tmp_path, "train"), expected)  # second run: the folder
 
 
@@ -221,10 +228,13 @@ def test_zip_without_top_folder(tmp_path):
     assert_matches(load_tonic("nmnist", tmp_path, "test"), written)
 
 
-@pytest.mark.parametrize("name,split_dir,archive", [
-    ("dvsgesture", "ibmGestureTest", "ibmGestureTest.tar.gz"),
-    ("pokerdvs", "pips_test", "pips_test.tar.gz"),
-])
+@pytest.mark.parametrize(
+    "name,split_dir,archive",
+    [
+        ("dvsgesture", "ibmGestureTest", "ibmGestureTest.tar.gz"),
+        ("pokerdvs", "pips_test", "pips_test.tar.gz"),
+    ],
+)
 def test_tar_archives_are_extracted(tmp_path, name, split_dir, archive):
     written = WRITERS[name](tmp_path, "test")
     folder = tmp_path / TONIC[name].__name__ / split_dir
@@ -244,11 +254,17 @@ def test_corrupt_archive(tmp_path):
 # ------------------------------------------------------------------------ missing datasets
 
 
-@pytest.mark.parametrize("name,places", [
-    ("nmnist", ["NMNIST/Train", "Train", "NMNIST/train.zip", "NMNIST/Train.zip"]),
-    ("dvsgesture", ["DVSGesture/ibmGestureTrain", "ibmGestureTrain", "DVSGesture/ibmGestureTrain.tar.gz"]),
-    ("pokerdvs", ["POKERDVS/pips_train", "pips_train", "POKERDVS/pips_train.tar.gz"]),
-])
+@pytest.mark.parametrize(
+    "name,places",
+    [
+        ("nmnist", ["NMNIST/Train", "Train", "NMNIST/train.zip", "NMNIST/Train.zip"]),
+        (
+            "dvsgesture",
+            ["DVSGesture/ibmGestureTrain", "ibmGestureTrain", "DVSGesture/ibmGestureTrain.tar.gz"],
+        ),
+        ("pokerdvs", ["POKERDVS/pips_train", "pips_train", "POKERDVS/pips_train.tar.gz"]),
+    ],
+)
 def test_missing_dataset_message(tmp_path, name, places):
     with pytest.raises(DatasetNotFoundError) as info:
         load_tonic(name, tmp_path / "raw", "train")
@@ -302,6 +318,7 @@ def test_download_calls_tonic_with_root_and_split(tmp_path, monkeypatch):
 
 def test_download_not_called_for_partial_copy(tmp_path, monkeypatch):
     write_nmnist(tmp_path, per_class={2: 1})
+
     class NoDownload(tonic.datasets.NMNIST):
         def __init__(self, *args, **kwargs):
             raise AssertionError("tonic's NMNIST was constructed")
@@ -361,7 +378,9 @@ def make_corrupt_npy(root):
 
 def make_truncated_npy(root):
     path = gesture_path(root)
-    write_npy(path, {"x": [1, 2, 3], "y": [1, 2, 3], "p": [0, 1, 0], "t": [5, 6, 7]}, ("x", "y", "p", "t"))
+    write_npy(
+        path, {"x": [1, 2, 3], "y": [1, 2, 3], "p": [0, 1, 0], "t": [5, 6, 7]}, ("x", "y", "p", "t")
+    )
     path.write_bytes(path.read_bytes()[:-7])
     return path, "corrupt", "not a readable .npy"
 
@@ -389,7 +408,11 @@ def make_empty_npy(root):
 
 def make_outside_npy(root):
     path = gesture_path(root)
-    write_npy(path, {"x": [1, 128, 5], "y": [1, 2, -1], "p": [0, 1, 0], "t": [5, 6, 7]}, ("x", "y", "p", "t"))
+    write_npy(
+        path,
+        {"x": [1, 128, 5], "y": [1, 2, -1], "p": [0, 1, 0], "t": [5, 6, 7]},
+        ("x", "y", "p", "t"),
+    )
     return path, "outside_sensor", "2 of 3 events outside the 128x128x2 sensor"
 
 
@@ -399,8 +422,18 @@ def make_bad_polarity_npy(root):
     return path, "outside_sensor", "p in [0, 2]"
 
 
-BAD = [make_truncated, make_empty_bin, make_outside_bin, make_corrupt_npy, make_truncated_npy,
-       make_wrong_shape_npy, make_nan_npy, make_empty_npy, make_outside_npy, make_bad_polarity_npy]
+BAD = [
+    make_truncated,
+    make_empty_bin,
+    make_outside_bin,
+    make_corrupt_npy,
+    make_truncated_npy,
+    make_wrong_shape_npy,
+    make_nan_npy,
+    make_empty_npy,
+    make_outside_npy,
+    make_bad_polarity_npy,
+]
 
 
 def dataset_name(path: Path) -> str:

@@ -103,7 +103,9 @@ def to_frames(
     is memory-bound); pass a dtype to fix it, e.g. across batches. A dtype too small for
     the actual counts raises ``ValueError``.
     """
-    mode = _check_mode(time_window, event_count, n_time_bins, n_event_bins, overlap, include_incomplete)
+    mode = _check_mode(
+        time_window, event_count, n_time_bins, n_event_bins, overlap, include_incomplete
+    )
     events = _check_array(events)
     offsets = np.array([0, len(events)], dtype=np.int64)
     frames, _, dropped = _frames(events, offsets, _check_sensor(sensor_size), mode, dtype)
@@ -128,7 +130,9 @@ def frames_for_set(
     sample (int64); and the total number of events that fell in no frame. ``dtype`` as in
     :func:`to_frames`, chosen once for the whole set.
     """
-    mode = _check_mode(time_window, event_count, n_time_bins, n_event_bins, overlap, include_incomplete)
+    mode = _check_mode(
+        time_window, event_count, n_time_bins, n_event_bins, overlap, include_incomplete
+    )
     events = _check_array(eventset.events)
     offsets = _check_offsets(eventset.offsets, len(events))
     return _frames(events, offsets, _check_sensor(eventset.sensor_size), mode, dtype)
@@ -210,15 +214,16 @@ def _check_mode(
     if len(given) != 1:
         got = ", ".join(f"{k}={v!r}" for k, v in given.items()) or "none"
         raise ValueError(
-            "give exactly one of time_window, event_count, n_time_bins, n_event_bins; "
-            f"got {got}"
+            f"give exactly one of time_window, event_count, n_time_bins, n_event_bins; got {got}"
         )
     ((name, value),) = given.items()
     if not _is_real(overlap):
         raise ValueError(f"overlap must be a finite number, got {overlap!r}")
     if name == "time_window":
         if not _is_real(value) or value <= 0:
-            raise ValueError(f"time_window must be a positive number of microseconds, got {value!r}")
+            raise ValueError(
+                f"time_window must be a positive number of microseconds, got {value!r}"
+            )
     else:
         _positive_int(name, value)
     if name in ("time_window", "event_count"):
@@ -226,7 +231,9 @@ def _check_mode(
             raise ValueError(f"overlap ({overlap!r}) must be smaller than {name} ({value!r})")
     else:
         if not 0 <= overlap < 1:
-            raise ValueError(f"overlap for {name} is a fraction of a bin in [0, 1), got {overlap!r}")
+            raise ValueError(
+                f"overlap for {name} is a fraction of a bin in [0, 1), got {overlap!r}"
+            )
         if include_incomplete:
             raise ValueError(
                 f"include_incomplete applies only to time_window and event_count, not {name}"
@@ -251,7 +258,9 @@ def _check_array(events: np.ndarray) -> np.ndarray:
     names = getattr(getattr(events, "dtype", None), "names", None) or ()
     missing = [f for f in ("x", "y", "t", "p") if f not in names]
     if missing:
-        raise ValueError(f"events must be a structured array with fields x, y, t, p; missing {missing}")
+        raise ValueError(
+            f"events must be a structured array with fields x, y, t, p; missing {missing}"
+        )
     if events.ndim != 1:
         raise ValueError(f"events must be one-dimensional, got shape {events.shape}")
     return events
@@ -358,7 +367,8 @@ def _narrow(counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return counts
     if counts.size and counts.max() > _exact_top(dtype):
         raise ValueError(
-            f"a pixel holds {int(counts.max())} events in one frame or bin, more than dtype {dtype} "
+            f"a pixel holds {int(counts.max())} events in one frame or bin, "
+            f"more than dtype {dtype} "
             "holds exactly; pass a wider dtype"
         )
     return counts.astype(dtype)
@@ -558,8 +568,19 @@ def _fused_windows(events, s, n_frames, frame_sample, sensor, mode, dtype):
     out_dtype, count_dtype = _choose_dtype(dtype, int(lengths.max()) if len(lengths) else 0)
     out = np.zeros((len(frame_sample), polarities * height * width), dtype=count_dtype)
     ok = _window_fill(
-        events["x"], events["y"], events["p"], t, s.offsets, s.t0, n_frames, first_frame,
-        window, width, height, polarities, out,
+        events["x"],
+        events["y"],
+        events["p"],
+        t,
+        s.offsets,
+        s.t0,
+        n_frames,
+        first_frame,
+        window,
+        width,
+        height,
+        polarities,
+        out,
     )
     if not ok:  # an event outside the sensor, or mixed polarities on a single one
         return None
@@ -594,8 +615,9 @@ def _window_lengths(t, offsets, t0, n_frames, first_frame, window, lengths):
 
 
 @_jit
-def _window_fill(x, y, p, t, offsets, t0, n_frames, first_frame, window, width, height,
-                 polarities, out):
+def _window_fill(
+    x, y, p, t, offsets, t0, n_frames, first_frame, window, width, height, polarities, out
+):
     """Add every event to its window's frame; False at the first event that does not fit."""
     one = out.dtype.type(1)
     for j in range(len(n_frames)):

@@ -32,7 +32,9 @@ def _threads(n: int | None) -> None:
 def _need(*paths: str | Path) -> None:
     for path in paths:
         if not Path(path).exists():
-            raise FileNotFoundError(f"input {path} does not exist (run the stage that writes it first)")
+            raise FileNotFoundError(
+                f"input {path} does not exist (run the stage that writes it first)"
+            )
 
 
 def cmd_events(a) -> None:
@@ -41,7 +43,9 @@ def cmd_events(a) -> None:
     p = _params(a.params)
     summary = run_events(p.dataset, a.out_dir)
     for split, s in summary.items():
-        print(f"{split}: {s['samples']} samples, {s['events']} events, fingerprint {s['fingerprint']}")
+        print(
+            f"{split}: {s['samples']} samples, {s['events']} events, fingerprint {s['fingerprint']}"
+        )
 
 
 def cmd_frames(a) -> None:
@@ -64,7 +68,9 @@ def cmd_train(a) -> None:
     _threads(a.threads)
     train, test = (load_arrays(Path(a.frames_dir) / f"{s}.npz") for s in ("train", "test"))
     classes = len(read_metadata(a.events)["classes"])
-    model, arch, report = train_cnn(train, test, p.training, classes, p.device, progress=not a.quiet)
+    model, arch, report = train_cnn(
+        train, test, p.training, classes, p.device, progress=not a.quiet
+    )
     save_cnn(model, arch, a.out)
     write_json(report, a.report)
     print(f"CNN test accuracy (one decision per recording): {report['cnn_test_accuracy']:.4f}")
@@ -82,9 +88,19 @@ def cmd_normalise(a) -> None:
     cnn, arch, _ = load_cnn(a.cnn)
     frames = load_arrays(a.frames)["frames"]
     pick = np.sort(np.random.default_rng(0).permutation(len(frames))[: p.samples])
-    model, table = normalise(cnn, frame_batches(frames, pick, p.batch_size), p.percentile, p.ignore_zeros)
+    model, table = normalise(
+        cnn, frame_batches(frames, pick, p.batch_size), p.percentile, p.ignore_zeros
+    )
     save_cnn(model, arch, a.out)
-    write_json({"percentile": p.percentile, "ignore_zeros": p.ignore_zeros, "samples": len(pick), "layers": table}, a.table)
+    write_json(
+        {
+            "percentile": p.percentile,
+            "ignore_zeros": p.ignore_zeros,
+            "samples": len(pick),
+            "layers": table,
+        },
+        a.table,
+    )
     for row in table:
         flag = "  (left unscaled: no positive activation)" if row["degenerate"] else ""
         print(f"{row['layer']:>4} {row['kind']:<7} scale {row['scale']:.4g}{flag}")
@@ -149,12 +165,22 @@ def _evaluator(a, p: P.Params):
 
     def run(factor: float) -> dict:
         tables = evaluate_factor(
-            scale_first_layer(snn, factor), scale_first_layer(cnn, factor), arch,
-            a.events, p.evaluation, factor, p.device, progress=not a.quiet,
+            scale_first_layer(snn, factor),
+            scale_first_layer(cnn, factor),
+            arch,
+            a.events,
+            p.evaluation,
+            factor,
+            p.device,
+            progress=not a.quiet,
         )
         s = tables["summary"].to_pylist()[0]
-        print(f"factor {factor:g}: accuracy {s['snn_accuracy']:.4f}, silent {s['silent_fraction']:.4f}, "
-              f"{s['spikes_per_sample']:.1f} spikes per sample", flush=True)
+        print(
+            f"factor {factor:g}: accuracy {s['snn_accuracy']:.4f}, "
+            f"silent {s['silent_fraction']:.4f}, "
+            f"{s['spikes_per_sample']:.1f} spikes per sample",
+            flush=True,
+        )
         return tables
 
     return run
@@ -174,8 +200,13 @@ def cmd_refine(a) -> None:
     from spikescale.collect import refine_factors
 
     p = _params(a.params)
-    coarse = [read_parts(Path(a.factor_dir) / f"factor_{P.factor_label(f)}") for f in p.scale.factors]
-    results = {float(t["summary"]["factor"][0].as_py()): float(t["summary"]["snn_accuracy"][0].as_py()) for t in coarse}
+    coarse = [
+        read_parts(Path(a.factor_dir) / f"factor_{P.factor_label(f)}") for f in p.scale.factors
+    ]
+    results = {
+        float(t["summary"]["factor"][0].as_py()): float(t["summary"]["snn_accuracy"][0].as_py())
+        for t in coarse
+    }
     evaluate = _evaluator(a, p) if p.scale.refine_rounds else None
     refined: list[dict] = []
 
@@ -215,8 +246,12 @@ def cmd_collect(a) -> None:
         "seed": p.training.seed,
         **{f"{k}_version": v for k, v in package_versions().items()},
     }
-    sweep, rec = build_sweep(parts["summary"], training["cnn_test_accuracy"], p.recommend.tolerance_pp)
-    sweep = sweep.append_column("refined", pa.array([f in refined_factors for f in sweep["factor"].to_pylist()]))
+    sweep, rec = build_sweep(
+        parts["summary"], training["cnn_test_accuracy"], p.recommend.tolerance_pp
+    )
+    sweep = sweep.append_column(
+        "refined", pa.array([f in refined_factors for f in sweep["factor"].to_pylist()])
+    )
     out = Path(a.out_dir)
     tables = {
         "sweep": sweep,
@@ -249,14 +284,25 @@ def print_summary(results_dir: str | Path) -> None:
     results_dir = Path(results_dir)
     sweep = pq.read_table(results_dir / "sweep.parquet").to_pylist()
     rec = read_json(results_dir / "recommendation.json")
-    print(f"\n{'factor':>8} {'SNN acc':>8} {'silent':>7} {'spikes/sample':>14} {'synops/sample':>14}")
+    print(
+        f"\n{'factor':>8} {'SNN acc':>8} {'silent':>7} {'spikes/sample':>14} {'synops/sample':>14}"
+    )
     for r in sweep:
-        mark = ("  (refined)" if r["refined"] else "") + ("  <- recommended" if r["recommended"] else "")
-        print(f"{r['factor']:>8g} {100 * r['snn_accuracy']:>7.1f}% {100 * r['silent_fraction']:>6.1f}% "
-              f"{r['spikes_per_sample']:>14.0f} {r['synops_per_sample']:>14.0f}{mark}")
+        mark = ("  (refined)" if r["refined"] else "") + (
+            "  <- recommended" if r["recommended"] else ""
+        )
+        print(
+            f"{r['factor']:>8g} {100 * r['snn_accuracy']:>7.1f}% "
+            f"{100 * r['silent_fraction']:>6.1f}% "
+            f"{r['spikes_per_sample']:>14.0f} {r['synops_per_sample']:>14.0f}{mark}"
+        )
     print(f"CNN accuracy (one decision per recording): {100 * rec['cnn_accuracy']:.1f}%")
-    print(f"recommended factor: {rec['recommended_factor']:g} ({100 * rec['recommended_accuracy']:.1f}%, "
-          f"within {rec['tolerance_pp']:g} pp of the best, {100 * rec['best_accuracy']:.1f}% at {rec['best_factor']:g})")
+    print(
+        f"recommended factor: {rec['recommended_factor']:g} "
+        f"({100 * rec['recommended_accuracy']:.1f}%, "
+        f"within {rec['tolerance_pp']:g} pp of the best, "
+        f"{100 * rec['best_accuracy']:.1f}% at {rec['best_factor']:g})"
+    )
 
 
 def cmd_export(a) -> None:
@@ -304,7 +350,9 @@ def _check_device(device: str) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise RuntimeError("device: cuda was asked for, but torch sees no CUDA GPU here; set device: cpu")
+            raise RuntimeError(
+                "device: cuda was asked for, but torch sees no CUDA GPU here; set device: cpu"
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,31 +361,91 @@ def build_parser() -> argparse.ArgumentParser:
 
     def stage(name, fn, *args, threads=False, help=None):
         sp = sub.add_parser(name, help=help)
-        sp.add_argument("--params", default="params.yaml", help="params.yaml path or JSON of sections")
+        sp.add_argument(
+            "--params", default="params.yaml", help="params.yaml path or JSON of sections"
+        )
         for flag, kw in args:
             sp.add_argument(flag, **kw)
         if threads:
-            sp.add_argument("--threads", type=int, default=int(os.environ.get("SPIKESCALE_THREADS", 1)))
+            sp.add_argument(
+                "--threads", type=int, default=int(os.environ.get("SPIKESCALE_THREADS", 1))
+            )
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         sp.set_defaults(fn=fn)
         return sp
 
     req = {"required": True}
     stage("events", cmd_events, ("--out-dir", req), help="build the event stores of both splits")
-    stage("frames", cmd_frames, ("--events-dir", req), ("--out-dir", req), help="bin training frames")
-    stage("train", cmd_train, ("--frames-dir", req), ("--events", req), ("--out", req), ("--report", req),
-          threads=True, help="train the CNN")
-    stage("normalise", cmd_normalise, ("--cnn", req), ("--frames", req), ("--out", req), ("--table", req),
-          threads=True, help="normalise the CNN's activations")
-    stage("convert", cmd_convert, ("--cnn", req), ("--out", req), ("--summary", req), help="convert to a sinabs SNN")
-    stage("evaluate", cmd_evaluate, ("--snn", req), ("--events", req), ("--factor", {"type": float, **req}),
-          ("--out-prefix", req), threads=True, help="evaluate the SNN at one scale factor")
-    stage("refine", cmd_refine, ("--snn", req), ("--events", req), ("--factor-dir", req), ("--out-prefix", req),
-          threads=True, help="bisect between the recommended factor and the next smaller one")
-    stage("collect", cmd_collect, ("--factor-dir", req), ("--refine-prefix", req), ("--training", req), ("--snn", req), ("--events", req),
-          ("--out-dir", req), help="collect the factor results")
-    stage("export", cmd_export, ("--snn", req), ("--recommendation", req), ("--out", req),
-          help="write the recommended, scaled SNN as NIR")
+    stage(
+        "frames", cmd_frames, ("--events-dir", req), ("--out-dir", req), help="bin training frames"
+    )
+    stage(
+        "train",
+        cmd_train,
+        ("--frames-dir", req),
+        ("--events", req),
+        ("--out", req),
+        ("--report", req),
+        threads=True,
+        help="train the CNN",
+    )
+    stage(
+        "normalise",
+        cmd_normalise,
+        ("--cnn", req),
+        ("--frames", req),
+        ("--out", req),
+        ("--table", req),
+        threads=True,
+        help="normalise the CNN's activations",
+    )
+    stage(
+        "convert",
+        cmd_convert,
+        ("--cnn", req),
+        ("--out", req),
+        ("--summary", req),
+        help="convert to a sinabs SNN",
+    )
+    stage(
+        "evaluate",
+        cmd_evaluate,
+        ("--snn", req),
+        ("--events", req),
+        ("--factor", {"type": float, **req}),
+        ("--out-prefix", req),
+        threads=True,
+        help="evaluate the SNN at one scale factor",
+    )
+    stage(
+        "refine",
+        cmd_refine,
+        ("--snn", req),
+        ("--events", req),
+        ("--factor-dir", req),
+        ("--out-prefix", req),
+        threads=True,
+        help="bisect between the recommended factor and the next smaller one",
+    )
+    stage(
+        "collect",
+        cmd_collect,
+        ("--factor-dir", req),
+        ("--refine-prefix", req),
+        ("--training", req),
+        ("--snn", req),
+        ("--events", req),
+        ("--out-dir", req),
+        help="collect the factor results",
+    )
+    stage(
+        "export",
+        cmd_export,
+        ("--snn", req),
+        ("--recommendation", req),
+        ("--out", req),
+        help="write the recommended, scaled SNN as NIR",
+    )
     stage("report", cmd_report, ("--results-dir", req), ("--out-dir", req), help="plot the results")
     stage("check", cmd_check, help="validate the parameters")
     sp = sub.add_parser("compare", help="plot several runs' sweep.parquet files against each other")

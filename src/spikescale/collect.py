@@ -19,10 +19,15 @@ def package_versions() -> dict[str, str]:
 
 
 def pareto_front(accuracy: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """True where no other point is at least as accurate and cheaper, or more accurate and as cheap."""
+    """True where no other point is at least as accurate and cheaper, or more accurate and as
+    cheap."""
     front = np.ones(len(accuracy), dtype=bool)
     for i in range(len(accuracy)):
-        better = (accuracy >= accuracy[i]) & (cost <= cost[i]) & ((accuracy > accuracy[i]) | (cost < cost[i]))
+        better = (
+            (accuracy >= accuracy[i])
+            & (cost <= cost[i])
+            & ((accuracy > accuracy[i]) | (cost < cost[i]))
+        )
         front[i] = not better.any()
     return front
 
@@ -52,7 +57,9 @@ def sort_by_factor(table: pa.Table, *keys: str) -> pa.Table:
     return table.sort_by([("factor", "ascending"), *((k, "ascending") for k in keys)])
 
 
-def build_sweep(summary: pa.Table, cnn_accuracy: float, tolerance_pp: float) -> tuple[pa.Table, dict]:
+def build_sweep(
+    summary: pa.Table, cnn_accuracy: float, tolerance_pp: float
+) -> tuple[pa.Table, dict]:
     summary = sort_by_factor(summary)
     factors = summary.column("factor").to_numpy()
     accuracy = summary.column("snn_accuracy").to_numpy()
@@ -66,7 +73,9 @@ def build_sweep(summary: pa.Table, cnn_accuracy: float, tolerance_pp: float) -> 
     return summary, rec
 
 
-def refine_factors(results: dict[float, float], rounds: int, tolerance_pp: float, accuracy_at) -> list[float]:
+def refine_factors(
+    results: dict[float, float], rounds: int, tolerance_pp: float, accuracy_at
+) -> list[float]:
     """Bisect between the recommended factor and the next smaller one, ``rounds`` times.
 
     ``results`` maps the coarse factors to their accuracy and grows with each evaluation;

@@ -9,7 +9,9 @@ from spikescale.params import ConversionParams
 from spikescale.simulate import spiking_layers
 
 
-def convert(cnn: nn.Sequential, arch: Architecture, p: ConversionParams) -> tuple[nn.Sequential, list[dict]]:
+def convert(
+    cnn: nn.Sequential, arch: Architecture, p: ConversionParams
+) -> tuple[nn.Sequential, list[dict]]:
     """The SNN and one row per module describing it."""
     snn = to_snn(cnn, arch, p)
     spiking = {id(m) for m in spiking_layers(snn)}

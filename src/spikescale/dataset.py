@@ -38,7 +38,9 @@ def open_splits(p: DatasetParams) -> dict[str, SplitSource]:
 
         splits = make_digits(p.digits, p.seed, p.max_samples_per_class)
         return {
-            split: SplitSource(es.sensor_size, es.classes, lambda es=es: [es], lambda es=es: dict(es.skipped))
+            split: SplitSource(
+                es.sensor_size, es.classes, lambda es=es: [es], lambda es=es: dict(es.skipped)
+            )
             for split, es in splits.items()
         }
     from spikescale.tonic_datasets import open_tonic
@@ -55,8 +57,12 @@ def open_splits(p: DatasetParams) -> dict[str, SplitSource]:
         for split in ("train", "test")
     }
     return {
-        split: SplitSource(ts.sensor_size, ts.classes, lambda ts=ts: chunked(ts, ts.sensor_size, ts.classes),
-                           lambda ts=ts: dict(ts.skipped))
+        split: SplitSource(
+            ts.sensor_size,
+            ts.classes,
+            lambda ts=ts: chunked(ts, ts.sensor_size, ts.classes),
+            lambda ts=ts: dict(ts.skipped),
+        )
         for split, ts in located.items()
     }
 
@@ -106,7 +112,11 @@ def run_events(p: DatasetParams, out_dir: str | Path) -> dict[str, dict]:
     try:
         for split, src in sources.items():
             writer = EventStoreWriter(
-                Path(out_dir) / f"{split}.parquet", src.sensor_size, src.classes, dataset=p.name, split=split
+                Path(out_dir) / f"{split}.parquet",
+                src.sensor_size,
+                src.classes,
+                dataset=p.name,
+                split=split,
             )
             writers.append(writer)
             for chunk in src.chunks():

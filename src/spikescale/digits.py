@@ -69,7 +69,9 @@ def saccade_path(p: DigitsParams) -> np.ndarray:
     return np.concatenate(legs)
 
 
-def simulate_camera(images: np.ndarray, p: DigitsParams, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def simulate_camera(
+    images: np.ndarray, p: DigitsParams, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Events of every image: (structured events sorted by sample then time, offsets)."""
     n = len(images)
     width, height, _ = SENSOR_SIZE
@@ -119,13 +121,15 @@ def simulate_camera(images: np.ndarray, p: DigitsParams, seed: int) -> tuple[np.
         counts = rng.poisson(expected, size=n)
         sample = np.repeat(np.arange(n), counts)
         total = len(sample)
-        chunks.append((
-            sample,
-            rng.integers(0, width, total),
-            rng.integers(0, height, total),
-            rng.integers(0, 2, total).astype(np.int8),
-            rng.uniform(0, p.duration_us, total),
-        ))
+        chunks.append(
+            (
+                sample,
+                rng.integers(0, width, total),
+                rng.integers(0, height, total),
+                rng.integers(0, 2, total).astype(np.int8),
+                rng.uniform(0, p.duration_us, total),
+            )
+        )
 
     sample, x, y, pol, t = (np.concatenate(c) for c in zip(*chunks)) if chunks else ([],) * 5
     t_us = np.minimum(np.floor(t).astype(np.int64), p.duration_us - 1)
@@ -138,7 +142,9 @@ def simulate_camera(images: np.ndarray, p: DigitsParams, seed: int) -> tuple[np.
     return events, offsets
 
 
-def make_digits(p: DigitsParams, seed: int, max_samples_per_class: int | None = None) -> dict[str, EventSet]:
+def make_digits(
+    p: DigitsParams, seed: int, max_samples_per_class: int | None = None
+) -> dict[str, EventSet]:
     """The train and test splits of the built-in dataset (stratified, seeded)."""
     digits = load_digits()
     images = digits.images / 16.0
@@ -149,7 +155,9 @@ def make_digits(p: DigitsParams, seed: int, max_samples_per_class: int | None = 
     splits = {}
     for split, idx in (("train", np.sort(train_idx)), ("test", np.sort(test_idx))):
         if max_samples_per_class is not None:
-            keep = np.concatenate([idx[labels[idx] == c][:max_samples_per_class] for c in range(10)])
+            keep = np.concatenate(
+                [idx[labels[idx] == c][:max_samples_per_class] for c in range(10)]
+            )
             idx = np.sort(keep)
         events, offsets = simulate_camera(images[idx], p, seed)
         splits[split] = EventSet(events, offsets, labels[idx], SENSOR_SIZE, CLASSES)

@@ -112,7 +112,8 @@ def predictions(counts: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def cnn_expectation(cnn: nn.Sequential, mean_input: torch.Tensor, steps: int) -> list[np.ndarray]:
-    """Spike counts that rate coding predicts: steps x the scaled CNN's activation on the mean input."""
+    """Spike counts that rate coding predicts: steps x the scaled CNN's activation on the mean
+    input."""
     out, x = [], mean_input
     layers = list(cnn)
     for i, layer in enumerate(layers):
@@ -139,7 +140,9 @@ def evaluate_factor(
     (one row per test sample) and ``timecourse`` (one row per read-out point).
     """
     meta = read_metadata(events_path)
-    total = len(meta["labels"]) if p.max_samples is None else min(p.max_samples, len(meta["labels"]))
+    total = (
+        len(meta["labels"]) if p.max_samples is None else min(p.max_samples, len(meta["labels"]))
+    )
     steps = max(1, math.ceil(meta["duration_us"] / p.time_bin_us))
     points = checkpoints(steps, p.timecourse_points)
     segs = segments(snn)
@@ -154,7 +157,9 @@ def evaluate_factor(
     neurons = [int(np.prod(s)) for s in shapes[1:]]
     snn, cnn = snn.to(device), cnn.to(device)
     t = Totals(corr_sums=np.zeros((len(segs), 6)))
-    bar = tqdm(total=total, desc=f"factor {factor}", disable=None if progress else True, leave=False)
+    bar = tqdm(
+        total=total, desc=f"factor {factor}", disable=None if progress else True, leave=False
+    )
     done = 0
     for _, batch in iter_batches(events_path, p.batch_size):
         if done >= total:
@@ -175,8 +180,18 @@ def evaluate_factor(
         t.silent.append(np.stack([(c == 0).mean(1) for c in counts], 1))
         t.saturated.append(np.stack([(c >= steps).mean(1) for c in counts], 1))
         for i, (c, e) in enumerate(zip(counts, expected)):
-            a, b = e.reshape(len(batch), -1).astype(np.float64).ravel(), c.astype(np.float64).ravel()
-            t.corr_sums[i] += [len(a), a.sum(), b.sum(), (a * a).sum(), (b * b).sum(), (a * b).sum()]
+            a, b = (
+                e.reshape(len(batch), -1).astype(np.float64).ravel(),
+                c.astype(np.float64).ravel(),
+            )
+            t.corr_sums[i] += [
+                len(a),
+                a.sum(),
+                b.sum(),
+                (a * a).sum(),
+                (b * b).sum(),
+                (a * b).sum(),
+            ]
         t.labels.append(batch.labels)
         t.output.append(result.output_counts)
         t.input_events.append(np.diff(batch.offsets))
@@ -194,7 +209,9 @@ def _correlation(s: np.ndarray) -> float | None:
     return float((n * sxy - sx * sy) / math.sqrt(vx * vy))
 
 
-def _tables(t: Totals, factor, names, neurons, fan, shapes, segs, points, steps, p) -> dict[str, pa.Table]:
+def _tables(
+    t: Totals, factor, names, neurons, fan, shapes, segs, points, steps, p
+) -> dict[str, pa.Table]:
     labels = np.concatenate(t.labels)
     output = np.concatenate(t.output)
     pred = predictions(output)

@@ -40,7 +40,13 @@ EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "<i1")])
 METADATA_KEY = b"spikescale"
 ROW_GROUP_EVENTS = 1 << 20
 SCHEMA = pa.schema(
-    [("sample", pa.int32()), ("t_us", pa.int64()), ("x", pa.int16()), ("y", pa.int16()), ("p", pa.int8())]
+    [
+        ("sample", pa.int32()),
+        ("t_us", pa.int64()),
+        ("x", pa.int16()),
+        ("y", pa.int16()),
+        ("p", pa.int8()),
+    ]
 )
 # zstd; dictionaries for the few-valued columns; timestamps, rising within a sample, as
 # deltas (smaller and faster than a dictionary that overflows); the metadata goes in the
@@ -51,7 +57,12 @@ _PARQUET_OPTIONS = {
     "column_encoding": {"t_us": "DELTA_BINARY_PACKED"},
     "store_schema": False,
 }
-_COLUMN_FIELDS = (("t_us", "t"), ("x", "x"), ("y", "y"), ("p", "p"))  # Parquet column, EventSet field
+_COLUMN_FIELDS = (
+    ("t_us", "t"),
+    ("x", "x"),
+    ("y", "y"),
+    ("p", "p"),
+)  # Parquet column, EventSet field
 
 
 class EventStoreError(ValueError):
@@ -121,8 +132,13 @@ class EventSet:
 
     def summary(self) -> dict:
         return _summary(
-            self.events_per_sample, self.labels, self.duration_us, self.sensor_size, self.classes,
-            self.fingerprint(), self.skipped,
+            self.events_per_sample,
+            self.labels,
+            self.duration_us,
+            self.sensor_size,
+            self.classes,
+            self.fingerprint(),
+            self.skipped,
         )
 
 
@@ -146,7 +162,9 @@ class Fingerprint:
 
     def update(self, events: np.ndarray, events_per_sample: np.ndarray, labels: np.ndarray) -> None:
         """Add the next samples: their events, events per sample and labels."""
-        self._streams["events_per_sample"].update(np.ascontiguousarray(events_per_sample, dtype="<i8"))
+        self._streams["events_per_sample"].update(
+            np.ascontiguousarray(events_per_sample, dtype="<i8")
+        )
         self._streams["labels"].update(np.ascontiguousarray(labels, dtype="<i8"))
         for name in EVENT_DTYPE.names:
             self._streams[name].update(np.ascontiguousarray(events[name], dtype=EVENT_DTYPE[name]))
@@ -201,7 +219,9 @@ def from_samples(
     for s, a, b in zip(samples, offsets[:-1], offsets[1:]):
         for name in EVENT_DTYPE.names:
             events[name][a:b] = s[name]
-    return EventSet(events, offsets, np.asarray(labels, dtype=np.int64), tuple(sensor_size), tuple(classes))
+    return EventSet(
+        events, offsets, np.asarray(labels, dtype=np.int64), tuple(sensor_size), tuple(classes)
+    )
 
 
 # ---------------------------------------------------------------------------- writing
@@ -295,7 +315,8 @@ class EventStoreWriter:
             raise EventStoreError(f"{self.path}: cannot append, the writer is {self._state}")
         if tuple(batch.sensor_size) != self.sensor_size or tuple(batch.classes) != self.classes:
             raise EventStoreError(
-                f"{self.path}: batch has sensor size {batch.sensor_size} and classes {batch.classes}, "
+                f"{self.path}: batch has sensor size {batch.sensor_size} "
+                f"and classes {batch.classes}, "
                 f"the file {self.sensor_size} and {self.classes}"
             )
         counts = batch.events_per_sample.astype(np.int64)
@@ -355,11 +376,18 @@ class EventStoreWriter:
             counts = np.concatenate(self._counts) if self._counts else np.zeros(0, np.int64)
             labels = np.concatenate(self._labels) if self._labels else np.zeros(0, np.int64)
             summary = _summary(
-                counts, labels, 0 if self._latest is None else self._latest + 1, self.sensor_size, self.classes,
-                self._fingerprint.hexdigest(), self.skipped,
+                counts,
+                labels,
+                0 if self._latest is None else self._latest + 1,
+                self.sensor_size,
+                self.classes,
+                self._fingerprint.hexdigest(),
+                self.skipped,
             )
             meta = dict(summary, labels=labels.tolist(), **self._extra)
-            self._writer.add_key_value_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
+            self._writer.add_key_value_metadata(
+                {METADATA_KEY: json.dumps(meta, sort_keys=True).encode()}
+            )
             self._writer.close()
         except BaseException:
             self.abort()
@@ -430,13 +458,23 @@ def _to_eventset(table: pa.Table, meta: dict, path) -> EventSet:
     events = np.empty(table.num_rows, dtype=EVENT_DTYPE)
     for column, name in _COLUMN_FIELDS:
         events[name] = table.column(column).to_numpy()
-    counts = np.bincount(sample, minlength=len(labels)) if len(sample) else np.zeros(len(labels), np.int64)
+    counts = (
+        np.bincount(sample, minlength=len(labels))
+        if len(sample)
+        else np.zeros(len(labels), np.int64)
+    )
     if len(counts) != len(labels) or (len(sample) and np.any(np.diff(sample) < 0)):
-        raise EventStoreError(f"event file {path} is inconsistent: samples out of order or unlabelled")
+        raise EventStoreError(
+            f"event file {path} is inconsistent: samples out of order or unlabelled"
+        )
     offsets = np.zeros(len(labels) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return EventSet(
-        events, offsets, labels, tuple(meta["sensor_size"]), tuple(meta["classes"]),
+        events,
+        offsets,
+        labels,
+        tuple(meta["sensor_size"]),
+        tuple(meta["classes"]),
         dict(meta.get("skipped", {})),
     )
 
@@ -474,13 +512,17 @@ def iter_batches(path: str | Path, batch_size: int) -> Iterator[tuple[np.ndarray
         buffered: list[dict[str, np.ndarray]] = []  # decoded rows not yet yielded, in order
         for start in range(0, n, int(batch_size)):
             stop = min(n, start + int(batch_size))
-            while next_group < len(starts) and (starts[next_group] is None or starts[next_group] < stop):
+            while next_group < len(starts) and (
+                starts[next_group] is None or starts[next_group] < stop
+            ):
                 cols = _read_group(pf, next_group, path)
                 next_group += 1
                 if len(cols["sample"]):
                     s = cols["sample"]
                     if s[0] < last or np.any(s[1:] < s[:-1]):
-                        raise EventStoreError(f"event file {path} is inconsistent: samples out of order")
+                        raise EventStoreError(
+                            f"event file {path} is inconsistent: samples out of order"
+                        )
                     last = int(s[-1])
                     buffered.append(cols)
                 if last >= stop:
@@ -498,7 +540,9 @@ def iter_batches(path: str | Path, batch_size: int) -> Iterator[tuple[np.ndarray
             starts[g] is not None or len(_read_group(pf, g, path)["sample"])
             for g in range(next_group, len(starts))
         ):
-            raise EventStoreError(f"event file {path} is inconsistent: events of unlabelled samples")
+            raise EventStoreError(
+                f"event file {path} is inconsistent: events of unlabelled samples"
+            )
 
 
 def _read_group(pf: pq.ParquetFile, i: int, path) -> dict[str, np.ndarray]:
@@ -509,7 +553,9 @@ def _read_group(pf: pq.ParquetFile, i: int, path) -> dict[str, np.ndarray]:
     return {name: table.column(name).to_numpy() for name in SCHEMA.names}
 
 
-def _batch(parts: list[dict[str, np.ndarray]], labels: np.ndarray, first: int, meta: dict, path) -> EventSet:
+def _batch(
+    parts: list[dict[str, np.ndarray]], labels: np.ndarray, first: int, meta: dict, path
+) -> EventSet:
     """An EventSet of samples ``first ...`` from decoded row-group pieces."""
     total = sum(len(p["sample"]) for p in parts)
     events = np.empty(total, dtype=EVENT_DTYPE)
@@ -529,6 +575,10 @@ def _batch(parts: list[dict[str, np.ndarray]], labels: np.ndarray, first: int, m
     offsets = np.zeros(len(labels) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return EventSet(
-        events, offsets, labels, tuple(meta["sensor_size"]), tuple(meta["classes"]),
+        events,
+        offsets,
+        labels,
+        tuple(meta["sensor_size"]),
+        tuple(meta["classes"]),
         dict(meta.get("skipped", {})),
     )

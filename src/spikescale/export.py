@@ -26,10 +26,18 @@ def with_sum_pooling(snn: nn.Sequential) -> nn.Sequential:
     pending = 1.0
     for i, layer in enumerate(layers):
         if isinstance(layer, nn.AvgPool2d):
-            k = layer.kernel_size if isinstance(layer.kernel_size, tuple) else (layer.kernel_size,) * 2
+            k = (
+                layer.kernel_size
+                if isinstance(layer.kernel_size, tuple)
+                else (layer.kernel_size,) * 2
+            )
             stride = layer.stride if layer.stride is not None else k
-            if layer.padding not in (0, (0, 0)) or tuple(k) != (stride if isinstance(stride, tuple) else (stride,) * 2):
-                raise ValueError(f"layer {i}: only non-overlapping AvgPool2d without padding can be exported")
+            if layer.padding not in (0, (0, 0)) or tuple(k) != (
+                stride if isinstance(stride, tuple) else (stride,) * 2
+            ):
+                raise ValueError(
+                    f"layer {i}: only non-overlapping AvgPool2d without padding can be exported"
+                )
             layers[i] = sl.SumPool2d(kernel_size=tuple(k))
             pending *= math.prod(k)
         elif isinstance(layer, (nn.Conv2d, nn.Linear)) and pending != 1.0:
@@ -37,7 +45,9 @@ def with_sum_pooling(snn: nn.Sequential) -> nn.Sequential:
                 layer.weight.div_(pending)
             pending = 1.0
     if pending != 1.0:
-        raise ValueError("an average pool at the end of the network has no weighted layer to fold into")
+        raise ValueError(
+            "an average pool at the end of the network has no weighted layer to fold into"
+        )
     return nn.Sequential(*layers)
 
 

@@ -40,9 +40,17 @@ _PAD_ID = 0x6E70  # id of the zip extra field that pads a member to alignment ("
 def binning_kwargs(p: FramesParams) -> dict:
     """FramesParams as keyword arguments of tonic's ToFrame (and our binning)."""
     if p.mode == "time_window":
-        return {"time_window": p.time_window_us, "overlap": p.overlap, "include_incomplete": p.include_incomplete}
+        return {
+            "time_window": p.time_window_us,
+            "overlap": p.overlap,
+            "include_incomplete": p.include_incomplete,
+        }
     if p.mode == "event_count":
-        return {"event_count": p.event_count, "overlap": p.overlap, "include_incomplete": p.include_incomplete}
+        return {
+            "event_count": p.event_count,
+            "overlap": p.overlap,
+            "include_incomplete": p.include_incomplete,
+        }
     if p.mode == "n_time_bins":
         return {"n_time_bins": p.n_time_bins, "overlap": p.overlap}
     return {"n_event_bins": p.n_event_bins, "overlap": p.overlap}
@@ -61,7 +69,11 @@ def _bin(eventset: EventSet, p: FramesParams) -> tuple[np.ndarray, np.ndarray, i
         summed = np.zeros((len(eventset), *frames.shape[1:]), dtype=np.int64)
         np.add.at(summed, sample_index, frames)
         frames, sample_index = summed, np.arange(len(eventset))
-    return frames.astype(smallest_dtype(frames), copy=False), sample_index.astype(np.int64), int(dropped)
+    return (
+        frames.astype(smallest_dtype(frames), copy=False),
+        sample_index.astype(np.int64),
+        int(dropped),
+    )
 
 
 def make_frames(eventset: EventSet, p: FramesParams) -> dict[str, np.ndarray]:
@@ -82,7 +94,11 @@ def make_frames(eventset: EventSet, p: FramesParams) -> dict[str, np.ndarray]:
 
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     """The ``.npy`` header ``np.save`` writes for a C-ordered array of ``shape`` and ``dtype``."""
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    header = {
+        "descr": np.lib.format.dtype_to_descr(dtype),
+        "fortran_order": False,
+        "shape": tuple(shape),
+    }
     buf = io.BytesIO()
     try:
         np.lib.format.write_array_header_1_0(buf, header)
@@ -176,7 +192,9 @@ def _mapped(path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
         return None  # empty or 0-d arrays: read them
     if offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > path.stat().st_size:
         raise ValueError(f"frame file {path} is truncated (rerun the 'frames' stage)")
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
+    return np.memmap(
+        path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C"
+    )
 
 
 def load_arrays(path: str | Path, mmap: bool = True) -> dict[str, np.ndarray]:
@@ -208,8 +226,9 @@ def batch_samples(meta: dict, max_events: int = BATCH_EVENTS) -> int:
     return max(1, max_events // max(most, 1))
 
 
-def write_frames(events_path: str | Path, out_path: str | Path, p: FramesParams,
-                 batch_size: int | None = None) -> dict:
+def write_frames(
+    events_path: str | Path, out_path: str | Path, p: FramesParams, batch_size: int | None = None
+) -> dict:
     """Bin one split's event file into one frame file, in memory bounded by a batch.
 
     Gives the same arrays (and bytes) as ``save_arrays(out_path, make_frames(read_events(
@@ -264,6 +283,8 @@ def write_frames(events_path: str | Path, out_path: str | Path, p: FramesParams,
 def run_frames(p: FramesParams, events_dir: str | Path, out_dir: str | Path) -> dict[str, dict]:
     """Write ``<out_dir>/{train,test}.npz`` from ``<events_dir>/{train,test}.parquet``."""
     return {
-        split: write_frames(Path(events_dir) / f"{split}.parquet", Path(out_dir) / f"{split}.npz", p)
+        split: write_frames(
+            Path(events_dir) / f"{split}.parquet", Path(out_dir) / f"{split}.npz", p
+        )
         for split in ("train", "test")
     }

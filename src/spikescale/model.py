@@ -70,7 +70,9 @@ def save_cnn(model: nn.Sequential, arch: Architecture, path: str | Path, **extra
 def load_cnn(path: str | Path) -> tuple[nn.Sequential, Architecture, dict]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist (run the stage that writes it first)")
+        raise FileNotFoundError(
+            f"model file {path} does not exist (run the stage that writes it first)"
+        )
     blob = torch.load(path, map_location="cpu", weights_only=True)
     raw = dict(blob["architecture"])
     raw["channels"] = tuple(raw["channels"])

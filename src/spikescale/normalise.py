@@ -40,7 +40,9 @@ HISTOGRAM_BINS = 1 << 16
 
 
 @torch.no_grad()
-def _values(model: nn.Sequential, layer: str, batches: Batches, ignore_zeros: bool) -> Iterator[np.ndarray]:
+def _values(
+    model: nn.Sequential, layer: str, batches: Batches, ignore_zeros: bool
+) -> Iterator[np.ndarray]:
     """The output values of ``layer``, one array per batch (positive ones only if ignore_zeros)."""
     captured: list[np.ndarray] = []
 
@@ -61,8 +63,14 @@ def _bin(v: np.ndarray, low: float, width: float) -> np.ndarray:
     return np.clip(((v.astype(np.float64) - low) / width).astype(np.int64), 0, HISTOGRAM_BINS - 1)
 
 
-def percentile(model: nn.Sequential, layer: str, batches: Batches, q: float, ignore_zeros: bool,
-               in_memory: int = IN_MEMORY_VALUES) -> tuple[float, int, int]:
+def percentile(
+    model: nn.Sequential,
+    layer: str,
+    batches: Batches,
+    q: float,
+    ignore_zeros: bool,
+    in_memory: int = IN_MEMORY_VALUES,
+) -> tuple[float, int, int]:
     """``np.percentile`` of a layer's activations, in bounded memory.
 
     Returns (percentile, number of values, number of positive values). Up to ``in_memory``
@@ -108,12 +116,17 @@ def percentile(model: nn.Sequential, layer: str, batches: Batches, q: float, ign
         for v in _values(model, layer, batches, ignore_zeros):
             counts += np.bincount(_bin(in_play(v), low, width), minlength=HISTOGRAM_BINS)
         cum = below + np.cumsum(counts)
-        b_lo, b_hi = int(np.searchsorted(cum, k_lo, "right")), int(np.searchsorted(cum, k_hi, "right"))
+        b_lo, b_hi = (
+            int(np.searchsorted(cum, k_lo, "right")),
+            int(np.searchsorted(cum, k_hi, "right")),
+        )
         start = int(cum[b_lo - 1]) if b_lo else below
         narrowings.append((low, width, b_lo, b_hi))
         below = start
         if cum[b_hi] - start <= in_memory:
-            window = np.sort(np.concatenate([in_play(v) for v in _values(model, layer, batches, ignore_zeros)]))
+            window = np.sort(
+                np.concatenate([in_play(v) for v in _values(model, layer, batches, ignore_zeros)])
+            )
             v_lo, v_hi = window[k_lo - start], window[k_hi - start]
             break
         low, high = low + b_lo * width, low + (b_hi + 1) * width
@@ -122,7 +135,11 @@ def percentile(model: nn.Sequential, layer: str, batches: Batches, q: float, ign
 
 
 def normalise(
-    cnn: nn.Sequential, batches: Batches, q: float, ignore_zeros: bool, in_memory: int = IN_MEMORY_VALUES
+    cnn: nn.Sequential,
+    batches: Batches,
+    q: float,
+    ignore_zeros: bool,
+    in_memory: int = IN_MEMORY_VALUES,
 ) -> tuple[nn.Sequential, list[dict]]:
     """A normalised copy of ``cnn`` and one row per weighted layer describing its scale."""
     model = copy.deepcopy(cnn).eval()
@@ -157,6 +174,8 @@ def frame_batches(frames: np.ndarray, indices: np.ndarray, batch_size: int) -> B
 
     def passes() -> Iterator[torch.Tensor]:
         for start in range(0, len(indices), batch_size):
-            yield torch.from_numpy(np.asarray(frames[indices[start : start + batch_size]], dtype=np.float32))
+            yield torch.from_numpy(
+                np.asarray(frames[indices[start : start + batch_size]], dtype=np.float32)
+            )
 
     return passes

@@ -29,7 +29,9 @@ class Section(BaseModel):
 class DigitsParams(Section):
     """The built-in dataset: scikit-learn's digits seen by a simulated event camera."""
 
-    test_fraction: float = Field(0.25, gt=0, lt=1, description="fraction of samples in the test split")
+    test_fraction: float = Field(
+        0.25, gt=0, lt=1, description="fraction of samples in the test split"
+    )
     duration_us: int = Field(300_000, gt=0, description="recording length in microseconds")
     saccades: int = Field(3, ge=1, description="straight eye movements per recording")
     saccade_px: float = Field(2.0, gt=0, description="amplitude of a saccade in sensor pixels")
@@ -45,9 +47,13 @@ class DatasetParams(Section):
     root: str = Field("data/raw", description="folder holding (or receiving) tonic datasets")
     download: bool = Field(False, description="let tonic download a missing dataset into root")
     on_bad_sample: Literal["error", "skip"] = Field(
-        "error", description="a corrupt/empty/out-of-sensor recording stops the run, or is skipped and counted"
+        "error",
+        description="a corrupt/empty/out-of-sensor recording stops the run,"
+        " or is skipped and counted",
     )
-    max_samples_per_class: int | None = Field(None, ge=1, description="cap per class and split (quick runs)")
+    max_samples_per_class: int | None = Field(
+        None, ge=1, description="cap per class and split (quick runs)"
+    )
     seed: int = Field(0, description="seed of the dataset generator and split")
     digits: DigitsParams = DigitsParams()
 
@@ -61,9 +67,13 @@ class FramesParams(Section):
     event_count: int = Field(400, ge=1)
     n_event_bins: int = Field(10, ge=1)
     overlap: float = Field(0.0, ge=0, description="overlap of consecutive bins, in the mode's unit")
-    include_incomplete: bool = Field(False, description="time_window/event_count: keep the last, partial bin")
+    include_incomplete: bool = Field(
+        False, description="time_window/event_count: keep the last, partial bin"
+    )
     bins_as_examples: bool = Field(
-        True, description="each bin is a training example (true) or the bins of a sample are summed (false)"
+        True,
+        description="each bin is a training example (true)"
+        " or the bins of a sample are summed (false)",
     )
 
 
@@ -73,7 +83,9 @@ class TrainingParams(Section):
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    channels: list[int] = Field([8, 16, 32], min_length=1, description="output channels of the conv blocks")
+    channels: list[int] = Field(
+        [8, 16, 32], min_length=1, description="output channels of the conv blocks"
+    )
     kernel_size: int = Field(3, ge=1)
     bias: bool = Field(False, description="biases in conv and linear layers")
     validation_fraction: float = Field(0.1, ge=0, lt=1)
@@ -87,17 +99,27 @@ class TrainingParams(Section):
 
 
 class NormalisationParams(Section):
-    percentile: float = Field(99.9, gt=0, le=100, description="percentile of activations mapped to 1")
-    ignore_zeros: bool = Field(False, description="percentile over non-zero activations (SNN Toolbox) or all (sinabs)")
+    percentile: float = Field(
+        99.9, gt=0, le=100, description="percentile of activations mapped to 1"
+    )
+    ignore_zeros: bool = Field(
+        False, description="percentile over non-zero activations (SNN Toolbox) or all (sinabs)"
+    )
     samples: int = Field(500, ge=1, description="training frames used for normalisation")
     batch_size: int = Field(256, ge=1)
 
 
 class ConversionParams(Section):
-    spike_fn: Literal["multi", "single"] = Field("multi", description="sinabs MultiSpike or SingleSpike")
-    reset: Literal["subtract", "zero"] = Field("subtract", description="MembraneSubtract or MembraneReset")
+    spike_fn: Literal["multi", "single"] = Field(
+        "multi", description="sinabs MultiSpike or SingleSpike"
+    )
+    reset: Literal["subtract", "zero"] = Field(
+        "subtract", description="MembraneSubtract or MembraneReset"
+    )
     threshold: float = Field(1.0, gt=0)
-    min_v_mem: float | None = Field(-1.0, lt=0, description="lower bound of the membrane; null for none")
+    min_v_mem: float | None = Field(
+        -1.0, lt=0, description="lower bound of the membrane; null for none"
+    )
 
 
 class EvaluationParams(Section):
@@ -106,7 +128,9 @@ class EvaluationParams(Section):
     backend: Literal["fast", "sinabs"] = Field(
         "fast", description="event-driven simulation (fast) or sinabs's dense one (the reference)"
     )
-    max_samples: int | None = Field(None, ge=1, description="evaluate only the first N test samples")
+    max_samples: int | None = Field(
+        None, ge=1, description="evaluate only the first N test samples"
+    )
     timecourse_points: int = Field(15, ge=2, le=100, description="read-outs through the recording")
 
 
@@ -125,11 +149,15 @@ class ScaleParams(Section):
 
 
 class RecommendParams(Section):
-    tolerance_pp: float = Field(1.0, ge=0, description="accept factors this many percentage points below the best")
+    tolerance_pp: float = Field(
+        1.0, ge=0, description="accept factors this many percentage points below the best"
+    )
 
 
 class Params(Section):
-    device: Literal["cpu", "cuda"] = Field("cpu", description="torch device for training and evaluation")
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="torch device for training and evaluation"
+    )
     dataset: DatasetParams = DatasetParams()
     frames: FramesParams = FramesParams()
     training: TrainingParams = TrainingParams()
@@ -144,9 +172,13 @@ class Params(Section):
         f = self.frames
         window = {"time_window": f.time_window_us, "event_count": f.event_count}.get(f.mode)
         if window is not None and f.overlap >= window:
-            raise ValueError(f"frames.overlap ({f.overlap}) must be smaller than the window ({window})")
+            raise ValueError(
+                f"frames.overlap ({f.overlap}) must be smaller than the window ({window})"
+            )
         if f.mode in ("n_time_bins", "n_event_bins") and f.overlap >= 1:
-            raise ValueError(f"frames.overlap is a fraction in mode {f.mode}: expected [0, 1), got {f.overlap}")
+            raise ValueError(
+                f"frames.overlap is a fraction in mode {f.mode}: expected [0, 1), got {f.overlap}"
+            )
         return self
 
 
@@ -162,7 +194,11 @@ def _explain(err: ValidationError, source: str) -> ParamsError:
     found: dict[str, tuple[list[str], object]] = {}
     for e in err.errors():
         # drop pydantic's union-branch tags ("constrained-int") from the key path
-        parts = [str(p) for p in e["loc"] if not (isinstance(p, str) and (p in _UNION_TAGS or "-" in p or "[" in p))]
+        parts = [
+            str(p)
+            for p in e["loc"]
+            if not (isinstance(p, str) and (p in _UNION_TAGS or "-" in p or "[" in p))
+        ]
         key = ".".join(parts) or "(top level)"
         messages, _ = found.setdefault(key, ([], e.get("input")))
         if e["msg"] not in messages:

@@ -94,8 +94,13 @@ def plot_timecourse(timecourse, path: Path) -> None:
     cmap = plt.get_cmap("viridis")
     for i, f in enumerate(factors):
         sel = timecourse["factor"] == f
-        ax.plot(timecourse["time_ms"][sel], 100 * timecourse["snn_accuracy"][sel], "-",
-                color=cmap(i / max(1, len(factors) - 1)), label=f"{f:g}")
+        ax.plot(
+            timecourse["time_ms"][sel],
+            100 * timecourse["snn_accuracy"][sel],
+            "-",
+            color=cmap(i / max(1, len(factors) - 1)),
+            label=f"{f:g}",
+        )
     ax.set_xlabel("time into the recording (ms)")
     ax.set_ylabel("SNN accuracy so far (%)")
     ax.legend(title="factor", fontsize=7, ncol=2)
@@ -150,7 +155,6 @@ def run_report(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
             pacsv.write_csv(table.select(keep), tmp)
         written.append(out_dir / f"{name}.csv")
     return written
-
 
 
 def run_compare(sweep_paths: list[Path], labels: list[str] | None, out: Path) -> None:

@@ -44,22 +44,21 @@ multiply-add is fused, so the results do not depend on whether the CPU has FMA.
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-import itertools
 
-from llvmlite import ir
 import numba
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 import numpy as np
 import sinabs
 import torch
-from torch import nn
-from torch.nn import functional as F
-
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 from sinabs.activation import MembraneReset, MembraneSubtract, MultiSpike, SingleSpike
 from sinabs.layers.reshape import SqueezeMixin
+from torch import nn
+from torch.nn import functional as F
 
 BACKENDS = ("sinabs", "fast")
 
@@ -108,9 +107,7 @@ def simulate(
         if dev.type == "cpu":
             return simulate_fast_cpu(model, raster, checkpoints)
         return simulate_fast_torch(model, raster, checkpoints, device=dev)
-    raise ValueError(
-        f"evaluation.backend: unknown backend {backend!r}, expected one of {BACKENDS}"
-    )
+    raise ValueError(f"evaluation.backend: unknown backend {backend!r}, expected one of {BACKENDS}")
 
 
 @torch.no_grad()
@@ -245,8 +242,7 @@ SUPPORTED = (
 def _unsupported(name: str, m: nn.Module, why: str = "") -> ValueError:
     why = f" ({why})" if why else ""
     return ValueError(
-        f"simulate(backend='fast'): unsupported layer {name!r}: {m!r}{why}. "
-        f"Supported: {SUPPORTED}."
+        f"simulate(backend='fast'): unsupported layer {name!r}: {m!r}{why}. Supported: {SUPPORTED}."
     )
 
 
@@ -342,9 +338,7 @@ def _checkpoint_steps(checkpoints: np.ndarray, steps: int) -> np.ndarray:
 
 def _check_raster(raster: torch.Tensor) -> None:
     if raster.dim() < 3:
-        raise ValueError(
-            f"raster must have shape (batch, time, *input), got {tuple(raster.shape)}"
-        )
+        raise ValueError(f"raster must have shape (batch, time, *input), got {tuple(raster.shape)}")
 
 
 # --------------------------------------------------------------------------------------
@@ -486,8 +480,7 @@ def _compile_program(ops: list[_Op]) -> _Program:
     frows: list[np.ndarray] = []
     row_ops: list[_Op] = []
     widest = max(
-        max(_grid(op.layout, op.in_shape)[1], _grid(op.out_shape, op.out_shape)[1])
-        for op in ops
+        max(_grid(op.layout, op.in_shape)[1], _grid(op.out_shape, op.out_shape)[1]) for op in ops
     )
     weights: list[np.ndarray] = []
     # a zero bias shared by the layers without one
@@ -593,16 +586,27 @@ def _compile_program(ops: list[_Op]) -> _Program:
     # terms of one sum: a position's channels (convolution), all inputs (linear)
     n_terms = max([widest] + [int(ip[1]) for ip in rows if ip[0] == OP_LINEAR])
     sizes = np.array(
-        [n_val, max(n_acc, 1), max(n_stamp, 1), max(n_v, 1), n_v, max(n_pend, 1), widest,
-         n_list, n_terms],
+        [
+            n_val,
+            max(n_acc, 1),
+            max(n_stamp, 1),
+            max(n_v, 1),
+            n_v,
+            max(n_pend, 1),
+            widest,
+            n_list,
+            n_terms,
+        ],
         np.int64,
     )
     return _Program(
-        np.stack(rows), np.stack(frows),
+        np.stack(rows),
+        np.stack(frows),
         np.concatenate(weights) if weights else np.zeros(1, np.float32),
         np.concatenate(biases),
         np.concatenate(tables) if tables else np.zeros(1, np.int32),
-        sizes, spiking,
+        sizes,
+        spiking,
     )
 
 
@@ -635,8 +639,21 @@ def simulate_fast_cpu(
 
     def run(b0: int, b1: int) -> None:
         _run_samples(
-            frames, b0, b1, in_c, in_hw, prog.ip, prog.fp, prog.weights, prog.biases,
-            prog.tables, prog.sizes, ck_unique.astype(np.int64), last_off, counts, snaps,
+            frames,
+            b0,
+            b1,
+            in_c,
+            in_hw,
+            prog.ip,
+            prog.fp,
+            prog.weights,
+            prog.biases,
+            prog.tables,
+            prog.sizes,
+            ck_unique.astype(np.int64),
+            last_off,
+            counts,
+            snaps,
         )
 
     threads = max(1, min(batch, torch.get_num_threads() if n_threads is None else n_threads))
@@ -654,7 +671,7 @@ def simulate_fast_cpu(
             for f in [pool.submit(work) for _ in range(threads)]:
                 f.result()
     layer_counts = [
-        _to_torch_order(counts[:, off: off + n], op.layout, op.out_shape)
+        _to_torch_order(counts[:, off : off + n], op.layout, op.out_shape)
         for off, n, op in prog.spiking
     ]
     over_time = _to_torch_order(snaps, last.layout, (last.n_out,))
@@ -695,17 +712,23 @@ def simulate_fast_torch(
         m = op.module
         if op.kind in ("conv", "linear"):
             params.append(
-                (m.weight.detach().to(dev, torch.float32),
-                 None if m.bias is None else m.bias.detach().to(dev, torch.float32))
+                (
+                    m.weight.detach().to(dev, torch.float32),
+                    None if m.bias is None else m.bias.detach().to(dev, torch.float32),
+                )
             )
         else:
             params.append(None)
-    state = [torch.zeros((batch, *op.out_shape), device=dev) if op.kind == "iaf" else None
-             for op in ops]
-    counts = [torch.zeros((batch, *op.out_shape), device=dev) if op.kind == "iaf" else None
-              for op in ops]
+    state = [
+        torch.zeros((batch, *op.out_shape), device=dev) if op.kind == "iaf" else None for op in ops
+    ]
+    counts = [
+        torch.zeros((batch, *op.out_shape), device=dev) if op.kind == "iaf" else None for op in ops
+    ]
     consts = [
-        None if op.kind != "iaf" else (
+        None
+        if op.kind != "iaf"
+        else (
             torch.tensor(op.threshold, device=dev),
             torch.tensor(op.subtract, device=dev),
             torch.tensor(op.reset_value, device=dev),
@@ -898,13 +921,13 @@ def _accumulate(typingctx, acc, ab, span, xs, offs, n, w, wb):
     weight load per 8 multiply-adds. The arrays are assumed not to overlap."""
     f32, i64 = types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C")
     if (acc, xs, offs, w) != (f32, f32, i64, f32) or not all(
-            isinstance(a, types.Integer) for a in (ab, span, n, wb)):
+        isinstance(a, types.Integer) for a in (ab, span, n, wb)
+    ):
         return None
 
     def codegen(context, builder, sig, args):
         acc_p, xs_p, offs_p, w_p = (
-            context.make_array(sig.args[k])(context, builder, args[k]).data
-            for k in (0, 3, 4, 6)
+            context.make_array(sig.args[k])(context, builder, args[k]).data for k in (0, 3, 4, 6)
         )
         ab_, span_, n_, wb_ = (
             context.cast(builder, args[k], sig.args[k], types.int64) for k in (1, 2, 5, 7)
@@ -921,8 +944,9 @@ def _accumulate(typingctx, acc, ab, span, xs, offs, n, w, wb):
             a0 = builder.add(ab_, first)
             sums = [cgutils.alloca_once(builder, _V8) for _ in range(regs)]
             for m, slot in enumerate(sums):
-                builder.store(builder.load(vec(acc_p, builder.add(a0, const(8 * m))), align=4),
-                              slot)
+                builder.store(
+                    builder.load(vec(acc_p, builder.add(a0, const(8 * m))), align=4), slot
+                )
             with cgutils.for_range(builder, n_) as loop:
                 j = loop.index
                 x = builder.insert_element(undef, builder.load(builder.gep(xs_p, [j])), lane0)
@@ -932,8 +956,9 @@ def _accumulate(typingctx, acc, ab, span, xs, offs, n, w, wb):
                     wv = builder.load(vec(w_p, builder.add(wj, const(8 * m))), align=4)
                     builder.store(builder.fadd(builder.load(slot), builder.fmul(x, wv)), slot)
             for m, slot in enumerate(sums):
-                builder.store(builder.load(slot), vec(acc_p, builder.add(a0, const(8 * m))),
-                              align=4)
+                builder.store(
+                    builder.load(slot), vec(acc_p, builder.add(a0, const(8 * m))), align=4
+                )
 
         blocks = builder.udiv(span_, const(32))
         with cgutils.for_range(builder, blocks) as loop:
@@ -1001,8 +1026,16 @@ def _scatter_conv(ip, val, plist, src, psrc, n_in, w, acc, stamp, pos, tab, cur,
                         stamp[_u(soff + q)] = cur
                         pos[_u(soff + npos)] = q
                         npos += 1
-                _accumulate(acc, aoff + (q0 + lo) * co, span, xs, nzc, nnz, w,
-                            woff + (ky * kw + lo - first) * co)
+                _accumulate(
+                    acc,
+                    aoff + (q0 + lo) * co,
+                    span,
+                    xs,
+                    nzc,
+                    nnz,
+                    w,
+                    woff + (ky * kw + lo - first) * co,
+                )
         else:
             nnz = _nonzero_channels(val, vb, ci, nzc)
             for ky in range(kh):
@@ -1063,8 +1096,9 @@ def _iaf_position(chans, x, xo, clear, fp, multi, to_value, has_min, v, vo, out,
     spiked = False
     moving = False
     for o in range(_u(chans)):
-        v1, s = _iaf_update(v[vo + o], x[xo + o], thr, vfirst, multi, to_value, sub, rv,
-                            has_min, vmin)
+        v1, s = _iaf_update(
+            v[vo + o], x[xo + o], thr, vfirst, multi, to_value, sub, rv, has_min, vmin
+        )
         if clear:
             x[xo + o] = 0.0
         v[vo + o] = v1
@@ -1098,8 +1132,27 @@ def _swap_pending(pend_n, pend_sel, k, n_new):
 
 
 @_jit
-def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_sel, k,
-              val, plist, dst, pdst, crow, tab):
+def _conv_iaf(
+    ip,
+    fp,
+    npos,
+    bias,
+    acc,
+    stamp,
+    pos,
+    cur,
+    v,
+    pend,
+    pend_n,
+    pend_sel,
+    k,
+    val,
+    plist,
+    dst,
+    pdst,
+    crow,
+    tab,
+):
     """IAF layer fed by a convolution: update the touched and the pending positions (all
     positions when the convolution has a bias); list those that spiked. Pooled (``ip[25]``):
     add the spikes into the window sums of the pooling at ``val[dst:]`` instead, and
@@ -1112,15 +1165,78 @@ def _conv_iaf(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_se
     one copy (a copy each made the cold compile 50 % longer)."""
     multi, to_value = ip[21] == SPIKE_MULTI, ip[22] == RESET_TO_VALUE
     if multi and not to_value:
-        return _conv_iaf_loop(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n,
-                              pend_sel, k, val, plist, dst, pdst, crow, tab, True, False)
-    return _conv_iaf_loop(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n,
-                          pend_sel, k, val, plist, dst, pdst, crow, tab, multi, to_value)
+        return _conv_iaf_loop(
+            ip,
+            fp,
+            npos,
+            bias,
+            acc,
+            stamp,
+            pos,
+            cur,
+            v,
+            pend,
+            pend_n,
+            pend_sel,
+            k,
+            val,
+            plist,
+            dst,
+            pdst,
+            crow,
+            tab,
+            True,
+            False,
+        )
+    return _conv_iaf_loop(
+        ip,
+        fp,
+        npos,
+        bias,
+        acc,
+        stamp,
+        pos,
+        cur,
+        v,
+        pend,
+        pend_n,
+        pend_sel,
+        k,
+        val,
+        plist,
+        dst,
+        pdst,
+        crow,
+        tab,
+        multi,
+        to_value,
+    )
 
 
 @_inline
-def _conv_iaf_loop(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pend_sel, k,
-                   val, plist, dst, pdst, crow, tab, multi, to_value):
+def _conv_iaf_loop(
+    ip,
+    fp,
+    npos,
+    bias,
+    acc,
+    stamp,
+    pos,
+    cur,
+    v,
+    pend,
+    pend_n,
+    pend_sel,
+    k,
+    val,
+    plist,
+    dst,
+    pdst,
+    crow,
+    tab,
+    multi,
+    to_value,
+):
     ho, wo, co, aoff, soff, boff, has_bias = ip[11], ip[12], ip[19], ip[4], ip[5], ip[7], ip[8] != 0
     voff, pooled, t_win, psoff = ip[24], ip[25] != 0, ip[32], ip[33]
     has_min = ip[23] != 0
@@ -1145,15 +1261,43 @@ def _conv_iaf_loop(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pe
             win = tab[_u(t_win + q)]
             # positions outside every window write their spikes to a slot no window uses
             slot = win if win >= 0 else ho * wo - 1
-            spiked, moves = _iaf_position(co, acc, a, True, fp, multi, to_value, has_min, v,
-                                          voff + q * co, val, dst + slot * co, True, crow)
+            spiked, moves = _iaf_position(
+                co,
+                acc,
+                a,
+                True,
+                fp,
+                multi,
+                to_value,
+                has_min,
+                v,
+                voff + q * co,
+                val,
+                dst + slot * co,
+                True,
+                crow,
+            )
             if spiked and win >= 0 and stamp[_u(psoff + win)] != cur:
                 stamp[_u(psoff + win)] = cur
                 pos[_u(psoff + n)] = win
                 n += 1
         else:
-            spiked, moves = _iaf_position(co, acc, a, True, fp, multi, to_value, has_min, v,
-                                          voff + q * co, val, dst + q * co, False, crow)
+            spiked, moves = _iaf_position(
+                co,
+                acc,
+                a,
+                True,
+                fp,
+                multi,
+                to_value,
+                has_min,
+                v,
+                voff + q * co,
+                val,
+                dst + q * co,
+                False,
+                crow,
+            )
             n = _list(plist, pdst, n, q, spiked)
         n_new = _list(pend, new, n_new, q, moves and not has_bias)
     _swap_pending(pend_n, pend_sel, k, n_new)
@@ -1161,8 +1305,26 @@ def _conv_iaf_loop(ip, fp, npos, bias, acc, stamp, pos, cur, v, pend, pend_n, pe
 
 
 @_jit
-def _iaf(ip, fp, val, plist, src, psrc, n_in, dst, pdst, v, stamp, cur, pend, pend_n,
-         pend_sel, k, crow, zeros):
+def _iaf(
+    ip,
+    fp,
+    val,
+    plist,
+    src,
+    psrc,
+    n_in,
+    dst,
+    pdst,
+    v,
+    stamp,
+    cur,
+    pend,
+    pend_n,
+    pend_sel,
+    k,
+    crow,
+    zeros,
+):
     """IAF layer fed by another operation: update the positions that got input or were
     pending; list those that spiked."""
     soff, voff, chans = ip[5], ip[24], ip[19]
@@ -1182,8 +1344,22 @@ def _iaf(ip, fp, val, plist, src, psrc, n_in, dst, pdst, v, stamp, cur, pend, pe
             if n_in and stamp[soff + q] == cur:
                 continue
             x, xo = zeros, 0
-        spiked, moves = _iaf_position(chans, x, xo, False, fp, multi, to_value, has_min, v,
-                                      voff + q * chans, val, dst + q * chans, False, crow)
+        spiked, moves = _iaf_position(
+            chans,
+            x,
+            xo,
+            False,
+            fp,
+            multi,
+            to_value,
+            has_min,
+            v,
+            voff + q * chans,
+            val,
+            dst + q * chans,
+            False,
+            crow,
+        )
         n = _list(plist, pdst, n, q, spiked)
         n_new = _list(pend, new, n_new, q, moves)
     _swap_pending(pend_n, pend_sel, k, n_new)
@@ -1262,8 +1438,9 @@ def _linear(ip, val, plist, src, psrc, n_in, dst, pdst, w, bias, acc, nzc, xs):
 
 
 @_jit
-def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, last_off,
-                 counts, snaps):
+def _run_samples(
+    frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, last_off, counts, snaps
+):
     """Simulate samples ``b0 .. b1-1``, writing their rows of ``counts`` and ``snaps``.
     Releases the GIL: threads run disjoint ranges of samples."""
     _, steps, d = frames.shape
@@ -1289,11 +1466,17 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
         for k in range(nops):
             typ = ip[k, 0]
             if typ == OP_IAF or typ == OP_CONV_IAF:
-                v[ip[k, 24]: ip[k, 24] + ip[k, 2]] = 0
+                v[ip[k, 24] : ip[k, 24] + ip[k, 2]] = 0
                 pend_sel[k] = 0
                 pend_n[k] = 0
-                if _moves_at_rest(np.float32(0.0), fp[k, 5], ip[k, 22] == RESET_TO_VALUE,
-                                  fp[k, 2], ip[k, 23] != 0, fp[k, 3]):
+                if _moves_at_rest(
+                    np.float32(0.0),
+                    fp[k, 5],
+                    ip[k, 22] == RESET_TO_VALUE,
+                    fp[k, 2],
+                    ip[k, 23] != 0,
+                    fp[k, 3],
+                ):
                     # the initial state is not at rest: update everything once
                     cap = ip[k, 27]
                     for i in range(cap):
@@ -1310,26 +1493,77 @@ def _run_samples(frames, b0, b1, in_c, in_hw, ip, fp, w, bias, tab, sizes, ck, l
                 dst = d + ip[k, 3]
                 pdst = p_in + ip[k, 30]
                 if typ == OP_CONV_IAF:
-                    npos = _scatter_conv(ip[k], val, plist, src, psrc, n, w, acc, stamp, pos,
-                                         tab, cur, nzc, xs)
-                    n = _conv_iaf(ip[k], fp[k], npos, bias, acc, stamp, pos, cur, v, pend,
-                                  pend_n, pend_sel, k, val, plist, dst, pdst, crow, tab)
+                    npos = _scatter_conv(
+                        ip[k], val, plist, src, psrc, n, w, acc, stamp, pos, tab, cur, nzc, xs
+                    )
+                    n = _conv_iaf(
+                        ip[k],
+                        fp[k],
+                        npos,
+                        bias,
+                        acc,
+                        stamp,
+                        pos,
+                        cur,
+                        v,
+                        pend,
+                        pend_n,
+                        pend_sel,
+                        k,
+                        val,
+                        plist,
+                        dst,
+                        pdst,
+                        crow,
+                        tab,
+                    )
                 elif typ == OP_CONV:
-                    npos = _scatter_conv(ip[k], val, plist, src, psrc, n, w, acc, stamp, pos,
-                                         tab, cur, nzc, xs)
-                    n = _emit_conv(ip[k], npos, bias, acc, stamp, pos, cur, val, plist, dst,
-                                   pdst)
+                    npos = _scatter_conv(
+                        ip[k], val, plist, src, psrc, n, w, acc, stamp, pos, tab, cur, nzc, xs
+                    )
+                    n = _emit_conv(ip[k], npos, bias, acc, stamp, pos, cur, val, plist, dst, pdst)
                 elif typ == OP_POOL and ip[k, 25]:  # the sums were added by the op before
                     n = _pool_emit(ip[k], fp[k, 4], val, src, n, pos, val, plist, dst, pdst)
                 elif typ == OP_POOL:
-                    n = _pool(ip[k], fp[k, 4], val, plist, src, psrc, n, dst, pdst, acc,
-                              stamp, pos, tab, cur)
+                    n = _pool(
+                        ip[k],
+                        fp[k, 4],
+                        val,
+                        plist,
+                        src,
+                        psrc,
+                        n,
+                        dst,
+                        pdst,
+                        acc,
+                        stamp,
+                        pos,
+                        tab,
+                        cur,
+                    )
                 elif typ == OP_LINEAR:
-                    n = _linear(ip[k], val, plist, src, psrc, n, dst, pdst, w, bias, acc, nzc,
-                                xs)
+                    n = _linear(ip[k], val, plist, src, psrc, n, dst, pdst, w, bias, acc, nzc, xs)
                 else:
-                    n = _iaf(ip[k], fp[k], val, plist, src, psrc, n, dst, pdst, v, stamp, cur,
-                             pend, pend_n, pend_sel, k, crow, zeros)
+                    n = _iaf(
+                        ip[k],
+                        fp[k],
+                        val,
+                        plist,
+                        src,
+                        psrc,
+                        n,
+                        dst,
+                        pdst,
+                        v,
+                        stamp,
+                        cur,
+                        pend,
+                        pend_n,
+                        pend_sel,
+                        k,
+                        crow,
+                        zeros,
+                    )
                 src = dst
                 psrc = pdst
             while ck_ptr < ck.shape[0] and ck[ck_ptr] == t:

@@ -62,7 +62,8 @@ class BadSampleError(ValueError):
         self.detail = detail
         hint = (
             " (set dataset.on_bad_sample: skip to skip and count such recordings instead)"
-            if reason in SKIP_REASONS else ""
+            if reason in SKIP_REASONS
+            else ""
         )
         super().__init__(f"{path}: {reason}: {detail}{hint}")
 
@@ -89,7 +90,8 @@ _LAYOUTS: dict[str, _Layout] = {
         title="N-MNIST",
         tonic_class="NMNIST",
         split_dirs={"train": "Train", "test": "Test"},
-        # tonic saves the download as train.zip/test.zip; the original site calls them Train.zip/Test.zip
+        # tonic saves the download as train.zip/test.zip; the original site calls them
+        # Train.zip/Test.zip
         archives={"train": ("train.zip", "Train.zip"), "test": ("test.zip", "Test.zip")},
         files="<digit 0-9>/*.bin (N-MNIST's 40-bit events)",
         shift_to_zero=False,
@@ -100,7 +102,8 @@ _LAYOUTS: dict[str, _Layout] = {
         tonic_class="DVSGesture",
         split_dirs={"train": "ibmGestureTrain", "test": "ibmGestureTest"},
         archives={"train": ("ibmGestureTrain.tar.gz",), "test": ("ibmGestureTest.tar.gz",)},
-        files="<user>_<lighting>/<label 0-10>.npy (tonic's preprocessed version: columns x, y, p, t in ms)",
+        files="<user>_<lighting>/<label 0-10>.npy"
+        " (tonic's preprocessed version: columns x, y, p, t in ms)",
         shift_to_zero=True,
         homepage="https://research.ibm.com/dvsgesture/",
     ),
@@ -171,7 +174,11 @@ def load_tonic(
     The whole split is in memory; :func:`open_tonic` streams it sample by sample.
     """
     return open_tonic(
-        name, root, split, download=download, on_bad_sample=on_bad_sample,
+        name,
+        root,
+        split,
+        download=download,
+        on_bad_sample=on_bad_sample,
         max_samples_per_class=max_samples_per_class,
     ).load()
 
@@ -197,11 +204,13 @@ def open_tonic(
     if on_bad_sample not in ON_BAD_SAMPLE:
         raise ValueError(f"on_bad_sample must be one of {ON_BAD_SAMPLE}, got {on_bad_sample!r}")
     if max_samples_per_class is not None and (
-        isinstance(max_samples_per_class, bool) or int(max_samples_per_class) != max_samples_per_class
+        isinstance(max_samples_per_class, bool)
+        or int(max_samples_per_class) != max_samples_per_class
         or max_samples_per_class < 1
     ):
         raise ValueError(
-            f"max_samples_per_class must be a positive integer or None, got {max_samples_per_class!r}"
+            "max_samples_per_class must be a positive integer or None, "
+            f"got {max_samples_per_class!r}"
         )
     root = Path(root).expanduser()
     tonic_cls = _tonic_class(layout)
@@ -226,7 +235,9 @@ class TonicSplit:
     ``sensor_size`` and ``classes`` are tonic's.
     """
 
-    def __init__(self, name, split_dir: Path, items, tonic_cls, on_bad_sample, max_per_class) -> None:
+    def __init__(
+        self, name, split_dir: Path, items, tonic_cls, on_bad_sample, max_per_class
+    ) -> None:
         self.name = name
         self.split_dir = split_dir
         self.items = items
@@ -246,7 +257,9 @@ class TonicSplit:
         layout = _layout(self.name)
         skipped = Counter({reason: 0 for reason in SKIP_REASONS})
         kept = Counter()
-        for label, path in tqdm(self.items, desc=f"{layout.title} {self.split_dir.name}", unit="file", disable=None):
+        for label, path in tqdm(
+            self.items, desc=f"{layout.title} {self.split_dir.name}", unit="file", disable=None
+        ):
             if self.max_per_class is not None and kept[label] >= self.max_per_class:
                 continue
             try:
@@ -262,7 +275,8 @@ class TonicSplit:
         self.skipped = dict(skipped)
         if not sum(kept.values()):
             raise BadSampleError(
-                self.split_dir, "no usable recordings",
+                self.split_dir,
+                "no usable recordings",
                 f"all {sum(skipped.values())} recordings were skipped ({dict(skipped)})",
             )
         if sum(skipped.values()):
@@ -357,7 +371,10 @@ def _enumerate(name: str, split_dir: Path, tonic_cls) -> list[tuple[int, Path]]:
     if ignored:
         log.warning(
             "%s: ignored %d entries that do not fit the layout %s, e.g. %s",
-            split_dir, len(ignored), _layout(name).files, sorted(ignored)[0],
+            split_dir,
+            len(ignored),
+            _layout(name).files,
+            sorted(ignored)[0],
         )
     return sorted(items, key=lambda item: (item[0], item[1].relative_to(split_dir).as_posix()))
 
@@ -383,7 +400,9 @@ def _locate(name: str, root: Path, split: str, tonic_cls):
             if not archive.is_file():
                 looked.append((archive, "missing"))
                 continue
-            split_dir = _extract(archive, split_name, lambda d: bool(_enumerate(name, d, tonic_cls)))
+            split_dir = _extract(
+                archive, split_name, lambda d: bool(_enumerate(name, d, tonic_cls))
+            )
             items = _enumerate(name, split_dir, tonic_cls)
             if items:
                 return (split_dir, items), looked
@@ -401,7 +420,9 @@ def _extract(archive: Path, split_name: str, has_recordings: Callable[[Path], bo
     target = archive.parent / split_name
     log.info("extracting %s into %s", archive, archive.parent)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".extract", dir=archive.parent))
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".extract", dir=archive.parent)
+        )
     except OSError as err:
         raise type(err)(
             err.errno,
@@ -449,7 +470,9 @@ def _extract(archive: Path, split_name: str, has_recordings: Callable[[Path], bo
 def _download(name: str, root: Path, split: str, tonic_cls, looked) -> None:
     """Let tonic download (and extract) one split into ``<root>/<TonicClass>``."""
     layout = _layout(name)
-    log.info("downloading %s %s split with tonic into %s", layout.title, split, root / layout.tonic_class)
+    log.info(
+        "downloading %s %s split with tonic into %s", layout.title, split, root / layout.tonic_class
+    )
     try:
         tonic_cls(save_to=str(root), train=(split == "train"))
     except Exception as err:  # network, checksum, disk: all end the same way for the user
@@ -479,8 +502,9 @@ def _how_to_get(name: str, split: str, download: bool) -> str:
     layout = _layout(name)
     cls = _tonic_class(layout)
     ask = (
-        "" if download else
-        "To let tonic download it, set `dataset.download: true` in params.yaml (or override "
+        ""
+        if download
+        else "To let tonic download it, set `dataset.download: true` in params.yaml (or override "
         "it for one run, e.g. `dvc exp run -S dataset.download=true`). "
     )
     if name == "pokerdvs":
@@ -489,7 +513,8 @@ def _how_to_get(name: str, split: str, download: bool) -> str:
         shipped = Path(tonic.datasets.__file__).parent / layout.archives[split][0]
         where = "present" if shipped.is_file() else "missing in this installation"
         return (
-            ask + f"tonic 1.7 has no download URL for POKER-DVS: it copies {layout.archives[split][0]} "
+            ask
+            + f"tonic 1.7 has no download URL for POKER-DVS: it copies {layout.archives[split][0]} "
             f"from its own package folder ({shipped}: {where}); the archives are in tonic's source "
             "repository (https://github.com/neuromorphs/tonic, tonic/datasets/). Copy "
             f"{layout.archives[split][0]} to <root>/{layout.tonic_class}/. "
@@ -498,7 +523,9 @@ def _how_to_get(name: str, split: str, download: bool) -> str:
     url = cls.train_url if split == "train" else cls.test_url
     note = (
         " (tonic's preprocessed .npy version; the original IBM DvsGesture.tar.gz with "
-        ".aedat files is not read here)" if name == "dvsgesture" else ""
+        ".aedat files is not read here)"
+        if name == "dvsgesture"
+        else ""
     )
     return ask + f"tonic downloads it from {url}{note}. Dataset home page: {layout.homepage}"
 
@@ -509,7 +536,9 @@ def _how_to_get(name: str, split: str, download: bool) -> str:
 def _decode_nmnist(path: Path, tonic_cls) -> np.ndarray:
     size = path.stat().st_size
     if size % 5:
-        raise _Bad("corrupt", f"truncated: {size} bytes is not a whole number of 5-byte (40-bit) events")
+        raise _Bad(
+            "corrupt", f"truncated: {size} bytes is not a whole number of 5-byte (40-bit) events"
+        )
     from tonic.io import read_mnist_file
 
     events = read_mnist_file(str(path), dtype=tonic_cls.dtype)
@@ -533,7 +562,8 @@ def _decode_npy(path: Path, tonic_cls, t_scale: int) -> np.ndarray:
     if raw.ndim != 2 or raw.shape[1] != len(names):
         raise _Bad(
             "corrupt",
-            f"expected an (N, {len(names)}) array with columns {', '.join(names)}; got shape {raw.shape}",
+            f"expected an (N, {len(names)}) array with columns {', '.join(names)}; "
+            f"got shape {raw.shape}",
         )
     if raw.dtype.kind not in "biuf":
         raise _Bad("corrupt", f"expected numbers, got dtype {raw.dtype}")
@@ -545,7 +575,9 @@ def _decode_npy(path: Path, tonic_cls, t_scale: int) -> np.ndarray:
         if np.any(coords != np.floor(coords)):
             raise _Bad("corrupt", "non-integer x, y or p")
     else:
-        arr = raw.astype(np.int64)  # wide enough for the unit change below, unlike int16/int32 files
+        arr = raw.astype(
+            np.int64
+        )  # wide enough for the unit change below, unlike int16/int32 files
     arr[:, names.index("t")] *= t_scale
     _check_events({n: arr[:, i] for i, n in enumerate(names)}, tonic_cls.sensor_size)
     return unstructured_to_structured(arr, tonic_cls.dtype)
@@ -564,7 +596,8 @@ def _check_events(cols: dict[str, np.ndarray], sensor_size) -> None:
         raise _Bad(
             "outside_sensor",
             f"{k} of {n} events outside the {width}x{height}x{polarities} sensor "
-            f"(x in [{x.min()}, {x.max()}], y in [{y.min()}, {y.max()}], p in [{p.min()}, {p.max()}]; "
+            f"(x in [{x.min()}, {x.max()}], y in [{y.min()}, {y.max()}], "
+            f"p in [{p.min()}, {p.max()}]; "
             f"expected x < {width}, y < {height}, p < {polarities})",
         )
 

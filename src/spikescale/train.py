@@ -36,7 +36,11 @@ def take(frames: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, frames: np.ndarray, batch_size: int, device: str, indices: np.ndarray | None = None
+    model: nn.Module,
+    frames: np.ndarray,
+    batch_size: int,
+    device: str,
+    indices: np.ndarray | None = None,
 ) -> np.ndarray:
     """Logits of ``frames`` (of ``frames[indices]`` if given), ``batch_size`` frames at a time."""
     model.eval()
@@ -83,7 +87,9 @@ def train_cnn(
     _, c, h, w = frames.shape
     arch = Architecture(c, h, w, classes, tuple(p.channels), p.kernel_size, p.bias)
     model = build_cnn(arch).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay)
+    optimiser = torch.optim.Adam(
+        model.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay
+    )
     loss_fn = nn.CrossEntropyLoss()
     fit, val = split_by_sample(sample_index, len(labels), p.validation_fraction, p.seed)
     fit_idx = np.flatnonzero(fit)
@@ -95,7 +101,12 @@ def train_cnn(
         order = fit_idx[torch.randperm(len(fit_idx), generator=generator).numpy()]
         total_loss, correct = 0.0, 0
         batches = range(0, len(order), p.batch_size)
-        for start in tqdm(batches, desc=f"epoch {epoch}/{p.epochs}", disable=None if progress else True, leave=False):
+        for start in tqdm(
+            batches,
+            desc=f"epoch {epoch}/{p.epochs}",
+            disable=None if progress else True,
+            leave=False,
+        ):
             idx = order[start : start + p.batch_size]
             x = to_tensor(take(frames, idx)).to(device)
             y = torch.from_numpy(frame_labels[idx]).to(device)
@@ -106,13 +117,21 @@ def train_cnn(
             optimiser.step()
             total_loss += loss.item() * len(idx)
             correct += int((out.argmax(1) == y).sum())
-        row = {"epoch": epoch, "loss": total_loss / len(order), "train_frame_accuracy": correct / len(order)}
+        row = {
+            "epoch": epoch,
+            "loss": total_loss / len(order),
+            "train_frame_accuracy": correct / len(order),
+        }
         if val.any():
             logits = predict_logits(model, frames, 512, device, indices=np.flatnonzero(val))
             row["val_frame_accuracy"] = float((logits.argmax(1) == frame_labels[val]).mean())
         history.append(row)
         if progress:
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            print(
+                " ".join(
+                    f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                )
+            )
     logits = predict_logits(model, test["frames"], 512, device)
     test_frame_labels = test["labels"][test["sample_index"]]
     report = {

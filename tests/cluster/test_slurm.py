@@ -96,7 +96,9 @@ def slurm_cluster():
         return
 
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-    installed = all(shutil.which(tool, path=search) for tool in ("slurmctld", "slurmd", "sbatch", "munged"))
+    installed = all(
+        shutil.which(tool, path=search) for tool in ("slurmctld", "slurmd", "sbatch", "munged")
+    )
     if os.geteuid() != 0:
         unavailable("not running, and starting it needs root (`sudo tests/cluster/slurm.sh start`)")
     if not installed and shutil.which("apt-get") is None:
@@ -105,7 +107,8 @@ def slurm_cluster():
     started = cluster_script("start", timeout=START_TIMEOUT_S)
     if started.returncode != 0:  # root with apt-get: a real failure, never a skip
         pytest.fail(
-            f"`{SCRIPT} start` failed (exit {started.returncode}):\n{started.stdout}{started.stderr}",
+            f"`{SCRIPT} start` failed (exit {started.returncode}):\n"
+            f"{started.stdout}{started.stderr}",
             pytrace=False,
         )
     try:
@@ -247,7 +250,9 @@ def submitted_jobs(log: str, cluster: SlurmCluster) -> list[SlurmJob]:
     return [scontrol_job(job_id, cluster) for job_id in ids]
 
 
-def assert_ran_as_profiled(job: SlurmJob, cluster: SlurmCluster, threads: int | None = None) -> None:
+def assert_ran_as_profiled(
+    job: SlurmJob, cluster: SlurmCluster, threads: int | None = None
+) -> None:
     """The job completed on our partition and account with the profile's resources."""
     f = job.fields
     want = expected_resources(job.rule)
@@ -270,7 +275,10 @@ TOY_SNAKEFILE = textwrap.dedent(
     # the Slurm job id and GPU it ran with into its log.
     FACTORS = @FACTORS@
     GPU = 1 if config.get("device", "cpu") == "cuda" else 0  # as workflow/rules/common.smk
-    JOB_INFO = 'echo "slurm_job_id=${{SLURM_JOB_ID:-none}} gpus=${{CUDA_VISIBLE_DEVICES:-none}}" > {log}; '
+    JOB_INFO = (
+        'echo "slurm_job_id=${{SLURM_JOB_ID:-none}} '
+        'gpus=${{CUDA_VISIBLE_DEVICES:-none}}" > {log}; '
+    )
 
     rule all:
         input:
@@ -306,7 +314,9 @@ def job_log(path: Path) -> dict[str, str]:
 
 # device=cpu is what the real pipeline test below runs; here the GPU requests are checked
 @pytest.mark.parametrize("device", ["cuda"])
-def test_toy_workflow_runs_every_job_on_slurm(slurm_cluster: SlurmCluster, tmp_path: Path, device: str):
+def test_toy_workflow_runs_every_job_on_slurm(
+    slurm_cluster: SlurmCluster, tmp_path: Path, device: str
+):
     (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
     log = run_snakemake(
         ["--profile", str(PROFILE), *cluster_args(slurm_cluster), "--config", f"device={device}"],
@@ -333,7 +343,14 @@ def test_toy_workflow_runs_every_job_on_slurm(slurm_cluster: SlurmCluster, tmp_p
         assert inside["slurm_job_id"] == job.job_id, (rule, wildcards, inside)
         assert (inside["gpus"] != "none") == wants_gpu, (rule, device, inside)
         # and the Slurm log of the job is kept where the plugin puts it
-        slurm_log = tmp_path / ".snakemake" / "slurm_logs" / f"rule_{rule}" / wildcards / f"{job.job_id}.log"
+        slurm_log = (
+            tmp_path
+            / ".snakemake"
+            / "slurm_logs"
+            / f"rule_{rule}"
+            / wildcards
+            / f"{job.job_id}.log"
+        )
         assert slurm_log.is_file(), slurm_log
 
 
@@ -343,7 +360,6 @@ def test_toy_workflow_runs_every_job_on_slurm(slurm_cluster: SlurmCluster, tmp_p
 def test_pipeline_runs_every_job_on_slurm(slurm_cluster: SlurmCluster, tmp_path: Path):
     """The real pipeline on the reduced test config, exactly as `--profile profiles/slurm`."""
     from conftest import make_project  # tests/conftest.py: a copy of the checkout, reduced params
-
     from spikescale.params import factor_label
 
     project = make_project(tmp_path / "project")
@@ -372,7 +388,9 @@ def test_pipeline_runs_every_job_on_slurm(slurm_cluster: SlurmCluster, tmp_path:
     assert set(evaluate) == labels, (sorted(evaluate), sorted(labels))
     for label, job in evaluate.items():
         # the Slurm log named by the job id is that factor's evaluate job
-        slurm_log = project / ".snakemake" / "slurm_logs" / "rule_evaluate" / label / f"{job.job_id}.log"
+        slurm_log = (
+            project / ".snakemake" / "slurm_logs" / "rule_evaluate" / label / f"{job.job_id}.log"
+        )
         text = slurm_log.read_text()
         assert f"results/{dataset}/scale/factor_{label}.parquet" in text, text[-2000:]
         assert f"logs/{dataset}/evaluate/factor_{label}.log" in text, text[-2000:]

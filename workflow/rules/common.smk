@@ -25,7 +25,9 @@ RESULTS = f"results/{DS}"
 FACTORS = [factor_label(f) for f in PARAMS["scale"]["factors"]]
 FACTOR_PARTS = ["", ".layers", ".samples", ".timecourse"]
 SWEEP = f"{RESULTS}/sweep.parquet"
-PLOTS = [f"{RESULTS}/plots/{name}.png" for name in ("accuracy", "pareto", "layer_rates", "timecourse")]
+PLOTS = [
+    f"{RESULTS}/plots/{name}.png" for name in ("accuracy", "pareto", "layer_rates", "timecourse")
+]
 NIR = f"{RESULTS}/snn_recommended.nir"
 GPU = 1 if PARAMS["device"] == "cuda" else 0
 RAW = PARAMS["dataset"]["root"]

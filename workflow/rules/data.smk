@@ -4,15 +4,15 @@ rule events:
     output:
         f"{EVENTS}/train.parquet",
         f"{EVENTS}/test.parquet",
-    params:
-        p=sections("dataset"),
-        out=lambda w, output: os.path.dirname(output[0]),
-    conda:
-        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/events.log",
     benchmark:
         f"logs/{DS}/events.benchmark.tsv"
+    conda:
+        "../envs/spikescale.yaml"
+    params:
+        p=sections("dataset"),
+        out=lambda w, output: os.path.dirname(output[0]),
     shell:
         "spikescale events --params {params.p:q} --out-dir {params.out} > {log:q} 2>&1"
 
@@ -24,15 +24,15 @@ rule frames:
     output:
         f"{FRAMES}/train.npz",
         f"{FRAMES}/test.npz",
-    params:
-        p=sections("frames"),
-        events=lambda w, input: os.path.dirname(input[0]),
-        out=lambda w, output: os.path.dirname(output[0]),
-    conda:
-        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/frames.log",
     benchmark:
         f"logs/{DS}/frames.benchmark.tsv"
+    conda:
+        "../envs/spikescale.yaml"
+    params:
+        p=sections("frames"),
+        events=lambda w, input: os.path.dirname(input[0]),
+        out=lambda w, output: os.path.dirname(output[0]),
     shell:
         "spikescale frames --params {params.p:q} --events-dir {params.events} --out-dir {params.out} > {log:q} 2>&1"

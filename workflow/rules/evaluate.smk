@@ -4,18 +4,18 @@ rule evaluate:
         events=f"{EVENTS}/test.parquet",
     output:
         [f"{RESULTS}/scale/factor_{{factor}}{part}.parquet" for part in FACTOR_PARTS],
-    params:
-        p=sections("evaluation", "device"),
-        prefix=lambda w, output: output[0].removesuffix(".parquet"),
-    threads: 1
-    resources:
-        gpu=GPU,
-    conda:
-        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/evaluate/factor_{{factor}}.log",
     benchmark:
         f"logs/{DS}/evaluate/factor_{{factor}}.benchmark.tsv"
+    conda:
+        "../envs/spikescale.yaml"
+    threads: 1
+    resources:
+        gpu=GPU,
+    params:
+        p=sections("evaluation", "device"),
+        prefix=lambda w, output: output[0].removesuffix(".parquet"),
     shell:
         "spikescale evaluate --params {params.p:q} --snn {input.snn} --events {input.events}"
         " --factor {wildcards.factor} --out-prefix {params.prefix} --threads {threads} > {log:q} 2>&1"
@@ -24,22 +24,24 @@ rule evaluate:
 rule refine:
     # one job, whatever refine_rounds says, so Snakemake and DVC keep the same static DAG
     input:
-        factors=expand(f"{RESULTS}/scale/factor_{{factor}}{{part}}.parquet", factor=FACTORS, part=FACTOR_PARTS),
+        factors=expand(
+            f"{RESULTS}/scale/factor_{{factor}}{{part}}.parquet", factor=FACTORS, part=FACTOR_PARTS
+        ),
         snn=f"{MODELS}/snn.pt",
         events=f"{EVENTS}/test.parquet",
     output:
         [f"{RESULTS}/refined{part}.parquet" for part in FACTOR_PARTS],
+    log:
+        f"logs/{DS}/refine.log",
+    conda:
+        "../envs/spikescale.yaml"
+    threads: 1
+    resources:
+        gpu=GPU,
     params:
         p=sections("scale", "recommend", "evaluation", "device"),
         factor_dir=lambda w, input: os.path.dirname(input.factors[0]),
         prefix=lambda w, output: output[0].removesuffix(".parquet"),
-    threads: 1
-    resources:
-        gpu=GPU,
-    conda:
-        "../envs/spikescale.yaml"
-    log:
-        f"logs/{DS}/refine.log",
     shell:
         "spikescale refine --params {params.p:q} --snn {input.snn} --events {input.events}"
         " --factor-dir {params.factor_dir} --out-prefix {params.prefix} --threads {threads} > {log:q} 2>&1"
@@ -48,7 +50,9 @@ rule refine:
 rule collect:
     input:
         # the explicit list of this run's factors: a removed factor leaves no stale row
-        factors=expand(f"{RESULTS}/scale/factor_{{factor}}{{part}}.parquet", factor=FACTORS, part=FACTOR_PARTS),
+        factors=expand(
+            f"{RESULTS}/scale/factor_{{factor}}{{part}}.parquet", factor=FACTORS, part=FACTOR_PARTS
+        ),
         refined=[f"{RESULTS}/refined{part}.parquet" for part in FACTOR_PARTS],
         training=f"{MODELS}/training.json",
         snn=f"{MODELS}/snn.pt",
@@ -60,15 +64,15 @@ rule collect:
         f"{RESULTS}/samples.parquet",
         f"{RESULTS}/recommendation.json",
         f"{RESULTS}/metrics.json",
+    log:
+        f"logs/{DS}/collect.log",
+    conda:
+        "../envs/spikescale.yaml"
     params:
         p=sections(*PARAMS),
         factor_dir=lambda w, input: os.path.dirname(input.factors[0]),
         refined=lambda w, input: input.refined[0].removesuffix(".parquet"),
         out=lambda w, output: os.path.dirname(output[0]),
-    conda:
-        "../envs/spikescale.yaml"
-    log:
-        f"logs/{DS}/collect.log",
     shell:
         "spikescale collect --params {params.p:q} --factor-dir {params.factor_dir} --training {input.training}"
         " --refine-prefix {params.refined} --snn {input.snn} --events {input.events} --out-dir {params.out}"

@@ -6,18 +6,18 @@ rule train:
     output:
         model=f"{MODELS}/cnn.pt",
         report=f"{MODELS}/training.json",
-    params:
-        p=sections("training", "device"),
-        frames=lambda w, input: os.path.dirname(input[0]),
-    threads: 2
-    resources:
-        gpu=GPU,
-    conda:
-        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/train.log",
     benchmark:
         f"logs/{DS}/train.benchmark.tsv"
+    conda:
+        "../envs/spikescale.yaml"
+    threads: 2
+    resources:
+        gpu=GPU,
+    params:
+        p=sections("training", "device"),
+        frames=lambda w, input: os.path.dirname(input[0]),
     shell:
         "spikescale train --params {params.p:q} --frames-dir {params.frames} --events {input.events}"
         " --out {output.model} --report {output.report} --threads {threads} > {log:q} 2>&1"
@@ -30,13 +30,13 @@ rule normalise:
     output:
         model=f"{MODELS}/cnn_normalised.pt",
         table=f"{MODELS}/normalisation.json",
-    params:
-        p=sections("normalisation"),
-    threads: 2
-    conda:
-        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/normalise.log",
+    conda:
+        "../envs/spikescale.yaml"
+    threads: 2
+    params:
+        p=sections("normalisation"),
     shell:
         "spikescale normalise --params {params.p:q} --cnn {input.cnn} --frames {input.frames}"
         " --out {output.model} --table {output.table} --threads {threads} > {log:q} 2>&1"
@@ -48,12 +48,12 @@ rule convert:
     output:
         snn=f"{MODELS}/snn.pt",
         summary=f"{MODELS}/snn_layers.json",
-    params:
-        p=sections("conversion"),
-    conda:
-        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/convert.log",
+    conda:
+        "../envs/spikescale.yaml"
+    params:
+        p=sections("conversion"),
     shell:
         "spikescale convert --params {params.p:q} --cnn {input} --out {output.snn}"
         " --summary {output.summary} > {log:q} 2>&1"

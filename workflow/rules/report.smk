@@ -10,13 +10,13 @@ rule report:
         report(PLOTS[3], caption="../report/timecourse.rst", category="Latency"),
         f"{RESULTS}/plots/sweep.csv",
         f"{RESULTS}/plots/timecourse.csv",
+    log:
+        f"logs/{DS}/report.log",
+    conda:
+        "../envs/spikescale.yaml"
     params:
         results=lambda w, input: os.path.dirname(input[0]),
         plots=lambda w, output: os.path.dirname(output[0]),
-    conda:
-        "../envs/spikescale.yaml"
-    log:
-        f"logs/{DS}/report.log",
     shell:
         "spikescale report --results-dir {params.results} --out-dir {params.plots} > {log:q} 2>&1"
 
@@ -27,9 +27,9 @@ rule export:
         recommendation=f"{RESULTS}/recommendation.json",
     output:
         NIR,
-    conda:
-        "../envs/spikescale.yaml"
     log:
         f"logs/{DS}/export.log",
+    conda:
+        "../envs/spikescale.yaml"
     shell:
         "spikescale export --snn {input.snn} --recommendation {input.recommendation} --out {output} > {log:q} 2>&1"
