@@ -69,6 +69,10 @@ def to_nir_graph(snn: nn.Sequential, input_shape: tuple[int, ...]) -> nir.NIRGra
                 node.input_type = {"input": np.array(x_in.shape[1:])}
                 node.output_type = {"output": np.array(x.shape[1:])}
     sinabs.reset_states(model)
+    # sinabs collects the edges in a set, whose order changes from one process to the next:
+    # list them in the network's order so that equal networks give equal files
+    order = {name: i for i, name in enumerate(graph.nodes)}  # input, the layers, output
+    graph.edges = sorted(graph.edges, key=lambda edge: (order[edge[0]], order[edge[1]]))
     return graph
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,8 +64,12 @@ def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def save_cnn(model: nn.Sequential, arch: Architecture, path: str | Path, **extra) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # torch.save names the archive inside the zip after the file it writes to: saving to
+    # a buffer keeps the temporary file's random name out, so equal models give equal bytes
+    buffer = io.BytesIO()
+    torch.save({"architecture": asdict(arch), "state_dict": state, **extra}, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"architecture": asdict(arch), "state_dict": state, **extra}, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_cnn(path: str | Path) -> tuple[nn.Sequential, Architecture, dict]:
