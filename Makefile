@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint schema clean
+.PHONY: run test install lint schema gpu-check clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+
+# train and evaluate with device: cuda against the CPU on a reduced config (needs a CUDA GPU
+# and a CUDA build of torch; not part of `make test`)
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
 
 schema: $(STAMP)
 	$(BIN)/spikescale schema --out workflow/schemas/params.schema.json
