@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from spikescale.errors import InputError
+
 # int | float keeps a factor as written (2 stays 2, 2.0 stays 2.0), so its label in file
 # names is the same in Snakemake and in DVC's ${item.factor}.
 Factor = Annotated[int, Field(gt=0)] | Annotated[float, Field(gt=0)]
@@ -182,7 +184,7 @@ class Params(Section):
         return self
 
 
-class ParamsError(ValueError):
+class ParamsError(InputError):
     """Parameters that do not validate; the message names each key and what was expected."""
 
 

@@ -13,6 +13,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from spikescale.errors import InputError  # noqa: E402
 from spikescale.io import atomic_path  # noqa: E402
 
 PNG_METADATA = {"Software": None}  # no version string: same figure, same bytes
@@ -160,5 +161,5 @@ def run_report(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
 def run_compare(sweep_paths: list[Path], labels: list[str] | None, out: Path) -> None:
     labels = labels or [Path(p).stem for p in sweep_paths]
     if len(labels) != len(sweep_paths):
-        raise ValueError(f"{len(labels)} labels for {len(sweep_paths)} sweep files")
+        raise InputError(f"{len(labels)} labels for {len(sweep_paths)} sweep files")
     plot_comparison({label: _columns(Path(p)) for label, p in zip(labels, sweep_paths)}, Path(out))
