@@ -242,7 +242,7 @@ def _tables(
         "silent_neuron_fraction": np.concatenate(t.silent).mean(0).tolist(),
         "saturated_neuron_fraction": np.concatenate(t.saturated).mean(0).tolist(),
         "synops_per_sample": synops.mean(0).tolist(),
-        "cnn_macs_per_sample": [macs(seg, shape) for seg, shape in zip(segs, shapes[:-1])],
+        "cnn_macs_per_frame": [macs(seg, shape) for seg, shape in zip(segs, shapes[:-1])],
         "activation_spike_correlation": [_correlation(s) for s in t.corr_sums],
     }
     samples = {

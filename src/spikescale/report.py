@@ -46,7 +46,25 @@ def plot_accuracy(sweep, path: Path) -> None:
     right.set_ylabel("per sample")
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=8, loc="center right")
-    ax.set_title("Accuracy and activity against the scale factor")
+    if "conversion_failed" in sweep and sweep["conversion_failed"].any():
+        best = int(np.argmax(sweep["snn_accuracy"]))
+        gap = 100 * (sweep["cnn_accuracy"][0] - sweep["snn_accuracy"][best])
+        ax.set_title(
+            f"Conversion failed: best SNN {gap:.1f} pp below the CNN (factor {f[best]:g})",
+            color="C3",
+        )
+        ax.text(
+            0.02,
+            0.5,
+            "no factor recommended; per-layer diagnostics in layers.parquet:\n"
+            "silent/saturated neuron fractions, activation_spike_correlation",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="C3",
+            va="center",
+        )
+    else:
+        ax.set_title("Accuracy and activity against the scale factor")
     fig.tight_layout()
     _save(fig, path)
 
