@@ -176,6 +176,18 @@ def test_summary_of_a_failed_conversion_points_at_the_layer_diagnostics(tmp_path
     assert "90.0%" in proc.stdout and "0.250" in proc.stdout
 
 
+def test_accuracy_plot_says_when_the_conversion_failed(tmp_path):
+    from spikescale.report import _columns, conversion_failed_title, plot_accuracy
+
+    failed = _columns(results_dir(tmp_path, [0.1, 0.1, 0.2, 0.4], 0.984) / "sweep.parquet")
+    title = conversion_failed_title(failed)
+    assert title == "Conversion failed: best SNN 58.4 pp below the CNN (factor 64)"
+    plot_accuracy(failed, tmp_path / "accuracy.png")
+    assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    fine = _columns(results_dir(tmp_path, [0.1, 0.9, 0.95, 0.95], 0.96) / "sweep.parquet")
+    assert conversion_failed_title(fine) is None
+
+
 def test_summary_of_a_missing_folder_names_the_file_and_the_command(tmp_path):
     proc = spikescale("summary", "results/nope", cwd=tmp_path)
     assert proc.returncode == 2

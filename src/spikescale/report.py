@@ -26,6 +26,17 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def conversion_failed_title(sweep) -> str | None:
+    """The accuracy plot's title where the conversion failed (no factor works), else None."""
+    if "conversion_failed" not in sweep or not sweep["conversion_failed"].any():
+        return None
+    best = int(np.argmax(sweep["snn_accuracy"]))
+    gap = 100 * (sweep["cnn_accuracy"][0] - sweep["snn_accuracy"][best])
+    return (
+        f"Conversion failed: best SNN {gap:.1f} pp below the CNN (factor {sweep['factor'][best]:g})"
+    )
+
+
 def plot_accuracy(sweep, path: Path) -> None:
     f = sweep["factor"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -46,22 +57,20 @@ def plot_accuracy(sweep, path: Path) -> None:
     right.set_ylabel("per sample")
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=8, loc="center right")
-    if "conversion_failed" in sweep and sweep["conversion_failed"].any():
-        best = int(np.argmax(sweep["snn_accuracy"]))
-        gap = 100 * (sweep["cnn_accuracy"][0] - sweep["snn_accuracy"][best])
-        ax.set_title(
-            f"Conversion failed: best SNN {gap:.1f} pp below the CNN (factor {f[best]:g})",
-            color="C3",
-        )
+    failed = conversion_failed_title(sweep)
+    if failed:
+        ax.set_title(failed, color="C3")
         ax.text(
             0.02,
-            0.5,
+            0.90,
             "no factor recommended; per-layer diagnostics in layers.parquet:\n"
             "silent/saturated neuron fractions, activation_spike_correlation",
             transform=ax.transAxes,
-            fontsize=8,
+            fontsize=7,
             color="C3",
-            va="center",
+            va="top",
+            bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.9},
+            zorder=5,
         )
     else:
         ax.set_title("Accuracy and activity against the scale factor")
