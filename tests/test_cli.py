@@ -369,3 +369,57 @@ def test_every_result_row_names_the_code_it_came_from(snakemake_project, dvc_pro
     metrics = json.loads((dvc_project / "results/digits/metrics.json").read_text())
     assert metrics["conversion_failed"] in (True, False)
     assert metrics["cnn_energy_uj_per_recording"] > 0
+
+
+@pytest.mark.integration
+def test_export_writes_the_best_factor_when_the_conversion_failed(snakemake_project, tmp_path):
+    import nir
+
+    models = snakemake_project / "models/digits"
+    rec = json.loads((snakemake_project / "results/digits/recommendation.json").read_text())
+    rec.update(conversion_failed=True, recommended_factor=None, recommended_accuracy=None)
+    write_json(rec, tmp_path / "recommendation.json")
+    out = tmp_path / "snn.nir"
+    proc = spikescale(
+        "export",
+        "--snn",
+        str(models / "snn.pt"),
+        "--recommendation",
+        str(tmp_path / "recommendation.json"),
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"exported the best factor {rec['best_factor']:g}" in proc.stdout
+    assert "conversion failed" in proc.stdout
+    assert "IF" in {type(n).__name__ for n in nir.read(out).nodes.values()}
+
+
+@pytest.mark.integration
+def test_collect_refuses_an_old_training_report_before_writing(snakemake_project, tmp_path):
+    project = snakemake_project
+    training = json.loads((project / "models/digits/training.json").read_text())
+    del training["test_frames_per_recording"]
+    write_json(training, tmp_path / "training.json")
+    proc = spikescale(
+        "collect",
+        "--factor-dir",
+        str(project / "results/digits/scale"),
+        "--refine-prefix",
+        str(project / "results/digits/refined"),
+        "--training",
+        str(tmp_path / "training.json"),
+        "--snn",
+        str(project / "models/digits/snn.pt"),
+        "--events",
+        str(project / "data/digits/events/test.parquet"),
+        "--out-dir",
+        str(tmp_path / "out"),
+        cwd=project,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"spikescale collect: error: {tmp_path / 'training.json'} has no "
+        "test_frames_per_recording (written by an older `spikescale train`): rerun the train stage"
+    ]
+    assert not (tmp_path / "out").exists()
