@@ -258,6 +258,27 @@ def test_an_input_error_is_one_line_and_exit_2(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.parametrize("factor", ["0", "-2", "inf", "nan"])
+def test_a_bad_factor_is_refused_before_reading_anything(tmp_path, factor):
+    proc = spikescale(
+        "evaluate",
+        "--params",
+        "{}",
+        "--snn",
+        "missing.pt",
+        "--events",
+        "missing.parquet",
+        "--factor",
+        factor,
+        "--out-prefix",
+        str(tmp_path / "f"),
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"spikescale evaluate: error: --factor must be a finite number > 0, got {float(factor)}"
+    ]
+
+
 def test_a_bad_parameter_is_one_line_per_key_and_exit_2():
     proc = spikescale("check", "--params", '{"scale": {"factors": [0]}}')
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -117,8 +118,8 @@ def cmd_evaluate(a) -> None:
     from spikescale.results import factor_evaluator, write_parts
 
     p = _params(a.params)
-    if not a.factor > 0:
-        raise P.ParamsError(f"--factor must be > 0, got {a.factor}")
+    if not (a.factor > 0 and math.isfinite(a.factor)):
+        raise P.ParamsError(f"--factor must be a finite number > 0, got {a.factor}")
     _threads(a.threads)
     evaluate = factor_evaluator(a.snn, a.events, p, progress=not a.quiet)
     write_parts(a.out_prefix, evaluate(a.factor))
