@@ -19,9 +19,9 @@ from pathlib import Path
 
 from spikescale import params as P
 from spikescale.errors import InputError
+from spikescale.errors import check_device as _check_device
+from spikescale.errors import require as _need
 from spikescale.io import atomic_path, write_json
-from spikescale.results import check_device as _check_device
-from spikescale.results import require as _need
 
 
 def _params(value: str) -> P.Params:
@@ -115,7 +115,8 @@ def cmd_convert(a) -> None:
 
 
 def cmd_evaluate(a) -> None:
-    from spikescale.results import factor_evaluator, write_parts
+    from spikescale.evaluate import factor_evaluator
+    from spikescale.results import write_parts
 
     p = _params(a.params)
     if not (a.factor > 0 and math.isfinite(a.factor)):

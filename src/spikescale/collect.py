@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spikescale.errors import InputError, MissingInputError
+from spikescale.errors import InputError, MissingInputError, require
 from spikescale.io import atomic_path, read_json, write_json
 from spikescale.params import EnergyParams, Params, params_hash
 from spikescale.provenance import code_provenance, package_versions
-from spikescale.results import PARTS, factor_path, read_parts, require
+from spikescale.results import PARTS, factor_path, read_parts
 
 COLLECTED = ("sweep", "layers", "timecourse", "samples")
 DIAGNOSTICS = (

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from spikescale.binning import raster
 from spikescale.events import iter_batches, read_metadata
 from spikescale.model import Architecture, weighted_layers
-from spikescale.params import EvaluationParams
+from spikescale.params import EvaluationParams, Params
 from spikescale.simulate import simulate
 
 
@@ -269,3 +269,38 @@ def _tables(
         "samples": pa.table(samples),
         "timecourse": pa.table(timecourse),
     }
+
+
+def factor_evaluator(snn_path, events_path, p: Params, progress: bool = True):
+    """A function factor -> result tables (:func:`evaluate_factor`) for the SNN stored in
+    ``snn_path`` on the events in ``events_path``: what `evaluate` runs for its factor and
+    `refine` for each of its own. Inputs are checked and the SNN loaded once, up front."""
+    from spikescale.errors import check_device, require
+    from spikescale.model import scale_first_layer
+    from spikescale.results import load_snn
+
+    check_device(p.device)
+    require(snn_path, events_path)
+    cnn, arch, snn = load_snn(snn_path)
+
+    def run(factor: float) -> dict[str, pa.Table]:
+        tables = evaluate_factor(
+            scale_first_layer(snn, factor),
+            scale_first_layer(cnn, factor),
+            arch,
+            events_path,
+            p.evaluation,
+            factor,
+            p.device,
+            progress=progress,
+        )
+        s = tables["summary"].to_pylist()[0]
+        print(
+            f"factor {factor:g}: accuracy {s['snn_accuracy']:.4f}, "
+            f"silent {s['silent_fraction']:.4f}, "
+            f"{s['spikes_per_sample']:.1f} spikes per sample",
+            flush=True,
+        )
+        return tables
+
+    return run

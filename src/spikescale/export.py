@@ -92,9 +92,10 @@ def export_factor(recommendation: dict) -> tuple[float, str]:
 
 def run_export(snn_path, recommendation_path, out) -> str:
     """Write the SNN, first layer scaled by :func:`export_factor`'s factor, as NIR."""
+    from spikescale.errors import require
     from spikescale.io import read_json
     from spikescale.model import scale_first_layer
-    from spikescale.results import load_snn, require
+    from spikescale.results import load_snn
 
     require(snn_path, recommendation_path)
     factor, note = export_factor(read_json(recommendation_path))

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from spikescale.collect import recommend
 from spikescale.params import Params
-from spikescale.results import PARTS, factor_evaluator, factor_path, read_parts, write_parts
+from spikescale.results import PARTS, factor_path, read_parts, write_parts
 
 
 def refine_factors(
@@ -60,9 +60,11 @@ def run_refine(
         float(t["summary"]["factor"][0].as_py()): float(t["summary"]["snn_accuracy"][0].as_py())
         for t in coarse
     }
-    evaluate = (
-        factor_evaluator(snn_path, events_path, p, progress) if p.scale.refine_rounds else None
-    )
+    evaluate = None
+    if p.scale.refine_rounds:
+        from spikescale.evaluate import factor_evaluator  # torch and numba only when needed
+
+        evaluate = factor_evaluator(snn_path, events_path, p, progress)
     refined: list[dict[str, pa.Table]] = []
 
     def accuracy_at(factor: float) -> float:

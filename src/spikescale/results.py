@@ -2,35 +2,24 @@
 
 ``evaluate`` writes one set of parts per factor (``<prefix>.parquet`` for the summary row,
 ``<prefix>.layers.parquet``, ``.samples`` and ``.timecourse``); ``refine`` writes the same
-parts for the factors it adds; ``collect`` reads them all. :func:`factor_evaluator` is
-what both ``evaluate`` and ``refine`` run for one factor.
+parts for the factors it adds; ``collect`` reads them all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spikescale.errors import InputError, MissingInputError
+from spikescale.errors import InputError, require
 from spikescale.io import atomic_path
-from spikescale.params import ConversionParams, Params
+from spikescale.params import ConversionParams, factor_label
 
 PARTS = ("summary", "layers", "samples", "timecourse")
 
 Tables = dict[str, pa.Table]
-
-
-def require(*paths: str | Path) -> None:
-    """Fail with one clear line if an input file is missing."""
-    for path in paths:
-        if not Path(path).exists():
-            raise MissingInputError(
-                f"input {path} does not exist (run the stage that writes it first)"
-            )
 
 
 def load_snn(path: str | Path):
@@ -64,54 +53,4 @@ def read_parts(prefix: str | Path) -> Tables:
 
 def factor_path(factor_dir: str | Path, factor: int | float) -> Path:
     """The prefix of one factor's parts, labelled as Snakemake and DVC name the files."""
-    from spikescale.params import factor_label
-
     return Path(factor_dir) / f"factor_{factor_label(factor)}"
-
-
-def check_device(device: str) -> None:
-    """``device: cuda`` on a machine where torch sees no GPU is a parameter error."""
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise InputError(
-                "device: cuda was asked for, but torch sees no CUDA GPU here; set device: cpu"
-            )
-
-
-def factor_evaluator(
-    snn_path: str | Path, events_path: str | Path, p: Params, progress: bool = True
-) -> Callable[[float], Tables]:
-    """A function factor -> result tables for the SNN in ``snn_path`` on ``events_path``.
-
-    Inputs are checked and the SNN loaded once, before any evaluation.
-    """
-    from spikescale.evaluate import evaluate_factor
-    from spikescale.model import scale_first_layer
-
-    check_device(p.device)
-    require(snn_path, events_path)
-    cnn, arch, snn = load_snn(snn_path)
-
-    def run(factor: float) -> Tables:
-        tables = evaluate_factor(
-            scale_first_layer(snn, factor),
-            scale_first_layer(cnn, factor),
-            arch,
-            events_path,
-            p.evaluation,
-            factor,
-            p.device,
-            progress=progress,
-        )
-        s = tables["summary"].to_pylist()[0]
-        print(
-            f"factor {factor:g}: accuracy {s['snn_accuracy']:.4f}, "
-            f"silent {s['silent_fraction']:.4f}, "
-            f"{s['spikes_per_sample']:.1f} spikes per sample",
-            flush=True,
-        )
-        return tables
-
-    return run
