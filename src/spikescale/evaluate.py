@@ -24,7 +24,7 @@ from tqdm import tqdm
 from spikescale.binning import raster
 from spikescale.events import iter_batches, read_metadata
 from spikescale.model import Architecture, weighted_layers
-from spikescale.params import EvaluationParams, Params
+from spikescale.params import EvaluationParams
 from spikescale.simulate import simulate
 
 
@@ -271,7 +271,9 @@ def _tables(
     }
 
 
-def factor_evaluator(snn_path, events_path, p: Params, progress: bool = True):
+def factor_evaluator(
+    snn_path, events_path, p: EvaluationParams, device: str = "cpu", progress: bool = True
+):
     """A function factor -> result tables (:func:`evaluate_factor`) for the SNN stored in
     ``snn_path`` on the events in ``events_path``: what `evaluate` runs for its factor and
     `refine` for each of its own. Inputs are checked and the SNN loaded once, up front."""
@@ -279,7 +281,7 @@ def factor_evaluator(snn_path, events_path, p: Params, progress: bool = True):
     from spikescale.model import scale_first_layer
     from spikescale.results import load_snn
 
-    check_device(p.device)
+    check_device(device)
     require(snn_path, events_path)
     cnn, arch, snn = load_snn(snn_path)
 
@@ -289,9 +291,9 @@ def factor_evaluator(snn_path, events_path, p: Params, progress: bool = True):
             scale_first_layer(cnn, factor),
             arch,
             events_path,
-            p.evaluation,
+            p,
             factor,
-            p.device,
+            device,
             progress=progress,
         )
         s = tables["summary"].to_pylist()[0]
