@@ -117,9 +117,9 @@ def predictions(counts: np.ndarray) -> np.ndarray:
 def pipeline_snn_and_raster(run: Path, samples: int, steps: int, factor: float):
     """The digits SNN of a pipeline run, scaled by ``factor``, and its first test recordings."""
     from spikescale.binning import raster as bin_raster
-    from spikescale.cli import load_snn
     from spikescale.events import read_events
     from spikescale.model import scale_first_layer
+    from spikescale.results import load_snn
 
     _, _, snn = load_snn(run / "models/digits/snn.pt")
     events = read_events(run / "data/digits/events/test.parquet")

@@ -58,7 +58,7 @@ def test_pareto_front():
 
 
 def test_refine_bisects_geometrically_towards_the_smallest_good_factor():
-    from spikescale.collect import refine_factors
+    from spikescale.refine import refine_factors
 
     truth = lambda f: 0.9 if f >= 3.0 else 0.2  # noqa: E731  accuracy jumps at factor 3
     results = {1.0: 0.2, 2.0: 0.2, 4.0: 0.9, 8.0: 0.9}

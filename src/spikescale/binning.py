@@ -62,6 +62,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from spikescale.errors import InputError
 from spikescale.events import EventSet
 
 _MODES = ("time_window", "event_count", "n_time_bins", "n_event_bins")
@@ -163,7 +164,7 @@ def raster(
     t = events["t"]
     if len(t) and t.min() < 0:
         i = int(np.argmax(t < 0))
-        raise ValueError(
+        raise InputError(
             f"event field 't' has value {int(t[i])} < 0 in sample "
             f"{_sample_of(offsets, i)}: raster bins start at t = 0"
         )
@@ -199,7 +200,7 @@ def _is_real(v) -> bool:
 
 def _positive_int(name: str, v) -> int:
     if not _is_int(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        raise InputError(f"{name} must be a positive integer, got {v!r}")
     return int(v)
 
 
@@ -213,29 +214,29 @@ def _check_mode(
     }
     if len(given) != 1:
         got = ", ".join(f"{k}={v!r}" for k, v in given.items()) or "none"
-        raise ValueError(
+        raise InputError(
             f"give exactly one of time_window, event_count, n_time_bins, n_event_bins; got {got}"
         )
     ((name, value),) = given.items()
     if not _is_real(overlap):
-        raise ValueError(f"overlap must be a finite number, got {overlap!r}")
+        raise InputError(f"overlap must be a finite number, got {overlap!r}")
     if name == "time_window":
         if not _is_real(value) or value <= 0:
-            raise ValueError(
+            raise InputError(
                 f"time_window must be a positive number of microseconds, got {value!r}"
             )
     else:
         _positive_int(name, value)
     if name in ("time_window", "event_count"):
         if overlap >= value:
-            raise ValueError(f"overlap ({overlap!r}) must be smaller than {name} ({value!r})")
+            raise InputError(f"overlap ({overlap!r}) must be smaller than {name} ({value!r})")
     else:
         if not 0 <= overlap < 1:
-            raise ValueError(
+            raise InputError(
                 f"overlap for {name} is a fraction of a bin in [0, 1), got {overlap!r}"
             )
         if include_incomplete:
-            raise ValueError(
+            raise InputError(
                 f"include_incomplete applies only to time_window and event_count, not {name}"
             )
     return _Mode(name, value, overlap, bool(include_incomplete))
@@ -247,7 +248,7 @@ def _check_sensor(sensor_size) -> tuple[int, int, int]:
     except TypeError:
         ok = False
     if not ok:
-        raise ValueError(
+        raise InputError(
             "sensor_size must be three positive integers (width, height, polarities), "
             f"got {sensor_size!r}"
         )
@@ -296,7 +297,7 @@ def _cells(
     """
     width, height, polarities = sensor
     if polarities * height * width >= 2**31:
-        raise ValueError(f"sensor_size={sensor} has 2**31 pixels or more")
+        raise InputError(f"sensor_size={sensor} has 2**31 pixels or more")
     # p == 1 is allowed on a single-polarity sensor (ON-only coding) and counted as 0
     fields = (("p", polarities if polarities > 1 else 2), ("y", height), ("x", width))
     n = len(events)
@@ -311,7 +312,7 @@ def _cells(
             rule = f"0 <= {name} < {limit}"
             if name == "p" and polarities == 1:
                 rule = "p to be 0 (or 1 for ON-only data, counted as polarity 0)"
-            raise ValueError(
+            raise InputError(
                 f"event field '{name}' has value {events[name][i].item()} outside the sensor in "
                 f"sample {_sample_of(offsets, i)}: sensor_size={sensor} (width, height, "
                 f"polarities) needs {rule}"
@@ -333,7 +334,7 @@ def _check_single_polarity(p: np.ndarray, offsets: np.ndarray, sensor) -> None:
     mixed = np.minimum.reduceat(p, nonempty) != np.maximum.reduceat(p, nonempty)
     if mixed.any():
         s = _sample_of(offsets, int(nonempty[np.argmax(mixed)]))
-        raise ValueError(
+        raise InputError(
             f"sample {s} mixes polarities 0 and 1 but sensor_size={sensor} has a single "
             "polarity (tonic refuses this too)"
         )
@@ -351,7 +352,7 @@ def _check_sorted(t: np.ndarray, offsets: np.ndarray, scratch: np.ndarray) -> No
     decreasing[inner[(inner > 0) & (inner < len(t))] - 1] = False
     if decreasing.any():
         s = _sample_of(offsets, int(np.argmax(decreasing)))
-        raise ValueError(f"events of sample {s} are not sorted by t")
+        raise InputError(f"events of sample {s} are not sorted by t")
 
 
 def _exact_top(dtype: np.dtype) -> int:

@@ -1,21 +1,27 @@
 """``spikescale <stage>``: the one command that Snakemake rules and DVC stages call.
 
-Each subcommand reads its inputs, calls the pure stage function and writes its outputs
-atomically. ``--params`` takes either a YAML file (DVC, and users) or a JSON object of
-parameter sections (what a Snakemake rule hands over, overrides applied).
+Argument parsing and dispatch only: each subcommand reads its arguments, calls its stage's
+function (which reads the inputs and writes the outputs atomically) and prints what it did.
+``--params`` takes either a YAML file (DVC, and users) or a JSON object of parameter
+sections (what a Snakemake rule hands over, overrides applied). Bad input
+(:class:`spikescale.errors.InputError`) ends with one line and exit status 2; anything else
+is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 
 from spikescale import params as P
-from spikescale.io import atomic_path, read_json, write_json
+from spikescale.errors import InputError
+from spikescale.errors import check_device as _check_device
+from spikescale.errors import require as _need
+from spikescale.io import atomic_path, write_json
 
 
 def _params(value: str) -> P.Params:
@@ -27,14 +33,6 @@ def _threads(n: int | None) -> None:
     import torch
 
     torch.set_num_threads(max(1, n or 1))
-
-
-def _need(*paths: str | Path) -> None:
-    for path in paths:
-        if not Path(path).exists():
-            raise FileNotFoundError(
-                f"input {path} does not exist (run the stage that writes it first)"
-            )
 
 
 def cmd_events(a) -> None:
@@ -77,17 +75,15 @@ def cmd_train(a) -> None:
 
 
 def cmd_normalise(a) -> None:
-    import numpy as np
-
     from spikescale.frames import load_arrays
     from spikescale.model import load_cnn, save_cnn
-    from spikescale.normalise import frame_batches, normalise
+    from spikescale.normalise import frame_batches, normalise, sample_indices
 
     p = _params(a.params).normalisation
     _threads(a.threads)
     cnn, arch, _ = load_cnn(a.cnn)
     frames = load_arrays(a.frames)["frames"]
-    pick = np.sort(np.random.default_rng(0).permutation(len(frames))[: p.samples])
+    pick = sample_indices(len(frames), p.samples)
     model, table = normalise(
         cnn, frame_batches(frames, pick, p.batch_size), p.percentile, p.ignore_zeros
     )
@@ -118,202 +114,48 @@ def cmd_convert(a) -> None:
     print(f"SNN with {sum('spike_fn' in r for r in rows)} spiking layers written to {a.out}")
 
 
-def load_snn(path):
-    """The SNN stored by `convert`: normalised CNN weights and the neuron model."""
-    from spikescale.model import load_cnn, to_snn
-
-    cnn, arch, blob = load_cnn(path)
-    if "conversion" not in blob:
-        raise ValueError(f"{path} is a CNN, not an SNN written by 'spikescale convert'")
-    return cnn, arch, to_snn(cnn, arch, P.ConversionParams(**blob["conversion"]))
-
-
-PARTS = ("summary", "layers", "samples", "timecourse")
-
-
-def part_path(prefix, name: str) -> Path:
-    """``<prefix>.parquet`` for the summary, ``<prefix>.<name>.parquet`` for the other parts."""
-    return Path(f"{prefix}.parquet" if name == "summary" else f"{prefix}.{name}.parquet")
-
-
-def write_parts(prefix, tables: dict) -> None:
-    """Write all parts or none: each goes to a temporary file, moved into place at the end."""
-    import pyarrow.parquet as pq
-
-    with ExitStack() as stack:
-        tmps = {name: stack.enter_context(atomic_path(part_path(prefix, name))) for name in tables}
-        for name, table in tables.items():
-            pq.write_table(table, tmps[name], compression="zstd")
-
-
-def read_parts(prefix) -> dict:
-    import pyarrow.parquet as pq
-
-    _need(*(part_path(prefix, name) for name in PARTS))
-    return {name: pq.read_table(part_path(prefix, name)) for name in PARTS}
-
-
-def _evaluator(a, p: P.Params):
-    """A function factor -> tables for the SNN in ``a.snn`` on the events in ``a.events``."""
-    from spikescale.evaluate import evaluate_factor
-    from spikescale.model import scale_first_layer
-
-    _check_device(p.device)
-    _need(a.snn, a.events)
-    _threads(a.threads)
-    cnn, arch, snn = load_snn(a.snn)
-
-    def run(factor: float) -> dict:
-        tables = evaluate_factor(
-            scale_first_layer(snn, factor),
-            scale_first_layer(cnn, factor),
-            arch,
-            a.events,
-            p.evaluation,
-            factor,
-            p.device,
-            progress=not a.quiet,
-        )
-        s = tables["summary"].to_pylist()[0]
-        print(
-            f"factor {factor:g}: accuracy {s['snn_accuracy']:.4f}, "
-            f"silent {s['silent_fraction']:.4f}, "
-            f"{s['spikes_per_sample']:.1f} spikes per sample",
-            flush=True,
-        )
-        return tables
-
-    return run
-
-
 def cmd_evaluate(a) -> None:
+    from spikescale.evaluate import factor_evaluator
+    from spikescale.results import write_parts
+
     p = _params(a.params)
-    if not a.factor > 0:
-        raise P.ParamsError(f"--factor must be > 0, got {a.factor}")
-    write_parts(a.out_prefix, _evaluator(a, p)(a.factor))
+    if not (a.factor > 0 and math.isfinite(a.factor)):
+        raise P.ParamsError(f"--factor must be a finite number > 0, got {a.factor}")
+    _threads(a.threads)
+    evaluate = factor_evaluator(a.snn, a.events, p.evaluation, p.device, not a.quiet)
+    write_parts(a.out_prefix, evaluate(a.factor))
 
 
 def cmd_refine(a) -> None:
-    """Bisect (geometric midpoints) between the recommended factor and its lower neighbour."""
-    import pyarrow as pa
-
-    from spikescale.collect import refine_factors
+    from spikescale.refine import run_refine
 
     p = _params(a.params)
-    coarse = [
-        read_parts(Path(a.factor_dir) / f"factor_{P.factor_label(f)}") for f in p.scale.factors
-    ]
-    results = {
-        float(t["summary"]["factor"][0].as_py()): float(t["summary"]["snn_accuracy"][0].as_py())
-        for t in coarse
-    }
-    evaluate = _evaluator(a, p) if p.scale.refine_rounds else None
-    refined: list[dict] = []
-
-    def accuracy_at(factor: float) -> float:
-        tables = evaluate(factor)
-        refined.append(tables)
-        return float(tables["summary"]["snn_accuracy"][0].as_py())
-
-    tried = refine_factors(results, p.scale.refine_rounds, p.recommend.tolerance_pp, accuracy_at)
-    empty = {name: coarse[0][name].slice(0, 0) for name in PARTS}
-    tables = {name: pa.concat_tables([empty[name]] + [t[name] for t in refined]) for name in PARTS}
-    write_parts(a.out_prefix, tables)
+    _threads(a.threads)
+    tried = run_refine(p, a.snn, a.events, a.factor_dir, a.out_prefix, progress=not a.quiet)
     print(f"refined factors: {', '.join(f'{f:g}' for f in tried) or 'none'}")
 
 
 def cmd_collect(a) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from spikescale.collect import CollectInputs, format_summary, run_collect
 
-    from spikescale.collect import build_sweep, package_versions, sort_by_factor, with_columns
-    from spikescale.events import read_metadata
-    from spikescale.model import load_cnn, state_hash
-
-    p = _params(a.params)
-    runs = [read_parts(Path(a.factor_dir) / f"factor_{P.factor_label(f)}") for f in p.scale.factors]
-    refined = read_parts(a.refine_prefix)
-    parts = {name: pa.concat_tables([r[name] for r in runs] + [refined[name]]) for name in PARTS}
-    refined_factors = set(refined["summary"].column("factor").to_pylist())
-    training = read_json(a.training)
-    cnn, _, _ = load_cnn(a.snn)
-    meta = read_metadata(a.events)
-    provenance = {
-        "dataset": p.dataset.name,
-        "dataset_fingerprint": meta["fingerprint"],
-        "model_hash": state_hash(cnn),
-        "params_hash": P.params_hash(p),
-        "seed": p.training.seed,
-        **{f"{k}_version": v for k, v in package_versions().items()},
-    }
-    sweep, rec = build_sweep(
-        parts["summary"], training["cnn_test_accuracy"], p.recommend.tolerance_pp
+    inputs = CollectInputs(
+        Path(a.factor_dir), Path(a.refine_prefix), Path(a.training), Path(a.snn), Path(a.events)
     )
-    sweep = sweep.append_column(
-        "refined", pa.array([f in refined_factors for f in sweep["factor"].to_pylist()])
-    )
-    out = Path(a.out_dir)
-    tables = {
-        "sweep": sweep,
-        "layers": sort_by_factor(parts["layers"], "position"),
-        "timecourse": sort_by_factor(parts["timecourse"], "time_ms"),
-        "samples": sort_by_factor(parts["samples"], "sample"),
-    }
-    for name, table in tables.items():
-        with atomic_path(out / f"{name}.parquet") as tmp:
-            pq.write_table(with_columns(table, provenance), tmp, compression="zstd")
-    rec.update(dataset=p.dataset.name, params_hash=provenance["params_hash"])
-    write_json(rec, out / "recommendation.json")
-    metrics = {
-        "cnn_accuracy": rec["cnn_accuracy"],
-        "best_factor": rec["best_factor"],
-        "best_snn_accuracy": rec["best_accuracy"],
-        "recommended_factor": rec["recommended_factor"],
-        "recommended_snn_accuracy": rec["recommended_accuracy"],
-        "recommended_synops_per_sample": float(
-            sweep.filter(sweep.column("recommended")).column("synops_per_sample")[0].as_py()
-        ),
-    }
-    write_json(metrics, out / "metrics.json")
-    print_summary(out)
+    run_collect(_params(a.params), inputs, a.out_dir)
+    print(format_summary(a.out_dir))
 
 
-def print_summary(results_dir: str | Path) -> None:
-    import pyarrow.parquet as pq
+def cmd_summary(a) -> None:
+    from spikescale.collect import format_summary
 
-    results_dir = Path(results_dir)
-    sweep = pq.read_table(results_dir / "sweep.parquet").to_pylist()
-    rec = read_json(results_dir / "recommendation.json")
-    print(
-        f"\n{'factor':>8} {'SNN acc':>8} {'silent':>7} {'spikes/sample':>14} {'synops/sample':>14}"
-    )
-    for r in sweep:
-        mark = ("  (refined)" if r["refined"] else "") + (
-            "  <- recommended" if r["recommended"] else ""
-        )
-        print(
-            f"{r['factor']:>8g} {100 * r['snn_accuracy']:>7.1f}% "
-            f"{100 * r['silent_fraction']:>6.1f}% "
-            f"{r['spikes_per_sample']:>14.0f} {r['synops_per_sample']:>14.0f}{mark}"
-        )
-    print(f"CNN accuracy (one decision per recording): {100 * rec['cnn_accuracy']:.1f}%")
-    print(
-        f"recommended factor: {rec['recommended_factor']:g} "
-        f"({100 * rec['recommended_accuracy']:.1f}%, "
-        f"within {rec['tolerance_pp']:g} pp of the best, "
-        f"{100 * rec['best_accuracy']:.1f}% at {rec['best_factor']:g})"
-    )
+    print(format_summary(a.results_dir))
 
 
 def cmd_export(a) -> None:
-    from spikescale.export import to_nir_graph, write_nir
-    from spikescale.model import scale_first_layer
+    from spikescale.export import run_export
 
-    _need(a.snn, a.recommendation)
-    factor = read_json(a.recommendation)["recommended_factor"]
-    _, arch, snn = load_snn(a.snn)
-    write_nir(to_nir_graph(scale_first_layer(snn, factor), arch.input_shape), a.out)
-    print(f"SNN scaled by the recommended factor {factor:g} written to {a.out} (NIR)")
+    note = run_export(a.snn, a.recommendation, a.out)
+    print(f"{note}: {a.out} (NIR)")
 
 
 def cmd_report(a) -> None:
@@ -345,120 +187,195 @@ def cmd_check(a) -> None:
     print(f"{a.params}: valid (params hash {P.params_hash(p)})")
 
 
-def _check_device(device: str) -> None:
-    if device == "cuda":
-        import torch
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, or says that it is required."""
 
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                "device: cuda was asked for, but torch sees no CUDA GPU here; set device: cpu"
-            )
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text  # stated in the text already
+            or not action.option_strings
+            or action.default is argparse.SUPPRESS
+        ):
+            return text
+        if action.required:
+            return f"{text} (required)"
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        if action.default is None:
+            return f"{text} (default: none)"
+        return f"{text} (default: %(default)s)"
+
+
+class _Version(argparse.Action):
+    """``--version``: the package version, its code hash and git commit (computed on use)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from spikescale.provenance import version_line
+
+        print(version_line())
+        parser.exit()
+
+
+def _option(flag: str, help: str, **kw) -> tuple[str, dict]:
+    return flag, {"help": help, **kw}
+
+
+def _required(flag: str, help: str, **kw) -> tuple[str, dict]:
+    return flag, {"help": help, "required": True, **kw}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="spikescale", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = argparse.ArgumentParser(
+        prog="spikescale", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter
+    )
+    ap.add_argument("--version", action=_Version, help="print the version and code hash, and exit")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="command")
 
-    def stage(name, fn, *args, threads=False, help=None):
-        sp = sub.add_parser(name, help=help)
-        sp.add_argument(
-            "--params", default="params.yaml", help="params.yaml path or JSON of sections"
-        )
+    def command(name: str, fn, *args, params=True, threads=False, quiet=True, help=None):
+        sp = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+        if params:
+            sp.add_argument(
+                "--params",
+                default="params.yaml",
+                help="params.yaml path, or a JSON object of parameter sections (from a rule)",
+            )
         for flag, kw in args:
             sp.add_argument(flag, **kw)
         if threads:
             sp.add_argument(
-                "--threads", type=int, default=int(os.environ.get("SPIKESCALE_THREADS", 1))
+                "--threads",
+                type=int,
+                default=int(os.environ.get("SPIKESCALE_THREADS", 1)),
+                help="torch threads (the default is $SPIKESCALE_THREADS if set, else 1)",
             )
-        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        if quiet:
+            sp.add_argument("--quiet", action="store_true", help="no progress bars")
         sp.set_defaults(fn=fn)
         return sp
 
-    req = {"required": True}
-    stage("events", cmd_events, ("--out-dir", req), help="build the event stores of both splits")
-    stage(
-        "frames", cmd_frames, ("--events-dir", req), ("--out-dir", req), help="bin training frames"
+    snn = _required("--snn", "the SNN written by `spikescale convert` (snn.pt)")
+    test_events = _required("--events", "the test split's event file (events/test.parquet)")
+    factor_dir = _required("--factor-dir", "folder of the evaluate stage's factor_<f> parts")
+    command(
+        "events",
+        cmd_events,
+        _required("--out-dir", "folder for train.parquet and test.parquet"),
+        help="build the event files of both splits from the dataset",
     )
-    stage(
+    command(
+        "frames",
+        cmd_frames,
+        _required("--events-dir", "folder holding train.parquet and test.parquet"),
+        _required("--out-dir", "folder for train.npz and test.npz"),
+        help="bin the events into training frames",
+    )
+    command(
         "train",
         cmd_train,
-        ("--frames-dir", req),
-        ("--events", req),
-        ("--out", req),
-        ("--report", req),
+        _required("--frames-dir", "folder holding train.npz and test.npz"),
+        _required("--events", "an event file of the dataset (for its classes)"),
+        _required("--out", "the trained CNN to write (cnn.pt)"),
+        _required("--report", "the training report to write (training.json)"),
         threads=True,
         help="train the CNN",
     )
-    stage(
+    command(
         "normalise",
         cmd_normalise,
-        ("--cnn", req),
-        ("--frames", req),
-        ("--out", req),
-        ("--table", req),
+        _required("--cnn", "the trained CNN (cnn.pt)"),
+        _required("--frames", "the training frames (train.npz)"),
+        _required("--out", "the normalised CNN to write (cnn_normalised.pt)"),
+        _required("--table", "the per-layer scales to write (normalisation.json)"),
         threads=True,
         help="normalise the CNN's activations",
     )
-    stage(
+    command(
         "convert",
         cmd_convert,
-        ("--cnn", req),
-        ("--out", req),
-        ("--summary", req),
-        help="convert to a sinabs SNN",
+        _required("--cnn", "the normalised CNN (cnn_normalised.pt)"),
+        _required("--out", "the SNN to write (snn.pt)"),
+        _required("--summary", "the layer summary to write (snn_layers.json)"),
+        help="convert the normalised CNN to a sinabs SNN",
     )
-    stage(
+    command(
         "evaluate",
         cmd_evaluate,
-        ("--snn", req),
-        ("--events", req),
-        ("--factor", {"type": float, **req}),
-        ("--out-prefix", req),
+        snn,
+        test_events,
+        _required("--factor", "first-layer scale factor, > 0", type=float),
+        _required("--out-prefix", "write <prefix>.parquet and its .layers/.samples/.timecourse"),
         threads=True,
         help="evaluate the SNN at one scale factor",
     )
-    stage(
+    command(
         "refine",
         cmd_refine,
-        ("--snn", req),
-        ("--events", req),
-        ("--factor-dir", req),
-        ("--out-prefix", req),
+        snn,
+        test_events,
+        factor_dir,
+        _required("--out-prefix", "write <prefix>.parquet and its .layers/.samples/.timecourse"),
         threads=True,
         help="bisect between the recommended factor and the next smaller one",
     )
-    stage(
+    command(
         "collect",
         cmd_collect,
-        ("--factor-dir", req),
-        ("--refine-prefix", req),
-        ("--training", req),
-        ("--snn", req),
-        ("--events", req),
-        ("--out-dir", req),
-        help="collect the factor results",
+        factor_dir,
+        _required("--refine-prefix", "prefix of the refine stage's parts"),
+        _required("--training", "the train stage's report (training.json)"),
+        snn,
+        test_events,
+        _required("--out-dir", "folder for the tables, recommendation.json and metrics.json"),
+        help="collect the factor results into tables, metrics and a recommendation",
     )
-    stage(
+    command(
         "export",
         cmd_export,
-        ("--snn", req),
-        ("--recommendation", req),
-        ("--out", req),
-        help="write the recommended, scaled SNN as NIR",
+        snn,
+        _required("--recommendation", "recommendation.json of the collect stage"),
+        _required("--out", "the NIR file to write"),
+        params=False,
+        help="write the SNN scaled by the recommended factor as NIR",
     )
-    stage("report", cmd_report, ("--results-dir", req), ("--out-dir", req), help="plot the results")
-    stage("check", cmd_check, help="validate the parameters")
-    sp = sub.add_parser("compare", help="plot several runs' sweep.parquet files against each other")
+    command(
+        "report",
+        cmd_report,
+        _required("--results-dir", "folder of the collected results (sweep.parquet, ...)"),
+        _required("--out-dir", "folder for the plots (PNG) and the CSV for dvc plots"),
+        params=False,
+        help="plot the results",
+    )
+    command("check", cmd_check, help="validate the parameters")
+    sp = command(
+        "compare",
+        cmd_compare,
+        _option("--labels", "comma-separated labels, one per file (default: the file names)"),
+        _required("--out", "the PNG to write"),
+        params=False,
+        quiet=False,
+        help="plot several runs' sweep.parquet files against each other",
+    )
     sp.add_argument("sweeps", nargs="+", help="sweep.parquet files, one per run")
-    sp.add_argument("--labels", help="comma-separated labels (default: the file names)")
-    sp.add_argument("--out", required=True, help="PNG to write")
-    sp.set_defaults(fn=cmd_compare)
-    sp = sub.add_parser("schema", help="write the JSON schema of params.yaml")
-    sp.add_argument("--out")
-    sp.set_defaults(fn=cmd_schema)
-    sp = sub.add_parser("summary", help="print the sweep table and the recommendation")
-    sp.add_argument("results_dir")
-    sp.set_defaults(fn=lambda a: print_summary(a.results_dir))
+    command(
+        "schema",
+        cmd_schema,
+        _option("--out", "the JSON file to write (default: standard output)"),
+        params=False,
+        quiet=False,
+        help="write the JSON schema of params.yaml",
+    )
+    sp = command(
+        "summary",
+        cmd_summary,
+        params=False,
+        quiet=False,
+        help="print the sweep table and the recommendation of a finished run",
+    )
+    sp.add_argument("results_dir", help="the run's results folder, e.g. results/digits")
     return ap
 
 
@@ -466,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except (P.ParamsError, FileNotFoundError, ValueError, RuntimeError) as err:
+    except InputError as err:
+        # bad input: one line (the message names the value or file and what was expected);
+        # any other exception is a bug and propagates with its traceback
         print(f"spikescale {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

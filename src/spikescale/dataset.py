@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spikescale.errors import InputError
 from spikescale.events import EventSet, EventStoreWriter, from_samples
 from spikescale.params import DatasetParams
 
@@ -95,9 +96,9 @@ def chunked(
 
 def check_summary(summary: dict, name: str, split: str) -> None:
     if summary["samples"] == 0:
-        raise ValueError(f"dataset {name!r}: the {split} split has no samples")
+        raise InputError(f"dataset {name!r}: the {split} split has no samples")
     if summary["events"] == 0:
-        raise ValueError(f"dataset {name!r}: every recording of the {split} split is empty")
+        raise InputError(f"dataset {name!r}: every recording of the {split} split is empty")
 
 
 def run_events(p: DatasetParams, out_dir: str | Path) -> dict[str, dict]:

@@ -242,7 +242,7 @@ def _tables(
         "silent_neuron_fraction": np.concatenate(t.silent).mean(0).tolist(),
         "saturated_neuron_fraction": np.concatenate(t.saturated).mean(0).tolist(),
         "synops_per_sample": synops.mean(0).tolist(),
-        "cnn_macs_per_sample": [macs(seg, shape) for seg, shape in zip(segs, shapes[:-1])],
+        "cnn_macs_per_frame": [macs(seg, shape) for seg, shape in zip(segs, shapes[:-1])],
         "activation_spike_correlation": [_correlation(s) for s in t.corr_sums],
     }
     samples = {
@@ -269,3 +269,40 @@ def _tables(
         "samples": pa.table(samples),
         "timecourse": pa.table(timecourse),
     }
+
+
+def factor_evaluator(
+    snn_path, events_path, p: EvaluationParams, device: str = "cpu", progress: bool = True
+):
+    """A function factor -> result tables (:func:`evaluate_factor`) for the SNN stored in
+    ``snn_path`` on the events in ``events_path``: what `evaluate` runs for its factor and
+    `refine` for each of its own. Inputs are checked and the SNN loaded once, up front."""
+    from spikescale.errors import check_device, require
+    from spikescale.model import scale_first_layer
+    from spikescale.results import load_snn
+
+    check_device(device)
+    require(snn_path, events_path)
+    cnn, arch, snn = load_snn(snn_path)
+
+    def run(factor: float) -> dict[str, pa.Table]:
+        tables = evaluate_factor(
+            scale_first_layer(snn, factor),
+            scale_first_layer(cnn, factor),
+            arch,
+            events_path,
+            p,
+            factor,
+            device,
+            progress=progress,
+        )
+        s = tables["summary"].to_pylist()[0]
+        print(
+            f"factor {factor:g}: accuracy {s['snn_accuracy']:.4f}, "
+            f"silent {s['silent_fraction']:.4f}, "
+            f"{s['spikes_per_sample']:.1f} spikes per sample",
+            flush=True,
+        )
+        return tables
+
+    return run

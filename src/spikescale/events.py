@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spikescale.errors import InputError
 from spikescale.io import atomic_path
 
 EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "<i1")])
@@ -65,7 +66,7 @@ _COLUMN_FIELDS = (
 )  # Parquet column, EventSet field
 
 
-class EventStoreError(ValueError):
+class EventStoreError(InputError):
     """An event file is missing, unreadable or inconsistent."""
 
 

@@ -79,3 +79,30 @@ def to_nir_graph(snn: nn.Sequential, input_shape: tuple[int, ...]) -> nir.NIRGra
 def write_nir(graph: nir.NIRGraph, path) -> None:
     with atomic_path(path) as tmp:
         nir.write(str(tmp), graph)
+
+
+def export_factor(recommendation: dict) -> tuple[float, str]:
+    """The factor to export and why: the recommended one, or the best one where the
+    conversion failed (so that the failed network can still be inspected elsewhere)."""
+    if recommendation.get("conversion_failed"):
+        factor = recommendation["best_factor"]
+        return factor, (
+            f"no factor is recommended (the conversion failed); exported the best factor "
+            f"{factor:g} ({100 * recommendation['best_accuracy']:.1f}%) for inspection"
+        )
+    factor = recommendation["recommended_factor"]
+    return factor, f"exported the recommended factor {factor:g}"
+
+
+def run_export(snn_path, recommendation_path, out) -> str:
+    """Write the SNN, first layer scaled by :func:`export_factor`'s factor, as NIR."""
+    from spikescale.errors import require
+    from spikescale.io import read_json
+    from spikescale.model import scale_first_layer
+    from spikescale.results import load_snn
+
+    require(snn_path, recommendation_path)
+    factor, note = export_factor(read_json(recommendation_path))
+    _, arch, snn = load_snn(snn_path)
+    write_nir(to_nir_graph(scale_first_layer(snn, factor), arch.input_shape), out)
+    return note

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from spikescale.binning import frames_for_set
+from spikescale.errors import InputError, MissingInputError
 from spikescale.events import EventSet, iter_batches, read_metadata
 from spikescale.io import atomic_path
 from spikescale.params import FramesParams
@@ -80,7 +81,7 @@ def make_frames(eventset: EventSet, p: FramesParams) -> dict[str, np.ndarray]:
     """The frames of a whole split in memory (what :func:`write_frames` writes, batch by batch)."""
     frames, sample_index, dropped = _bin(eventset, p)
     if len(frames) == 0:
-        raise ValueError(f"frames: binning with {binning_kwargs(p)} produced no frames")
+        raise InputError(f"frames: binning with {binning_kwargs(p)} produced no frames")
     return {
         "frames": frames,  # the smallest integer type that holds the counts exactly
         "sample_index": sample_index,
@@ -191,7 +192,7 @@ def _mapped(path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
     if dtype.hasobject or not all(shape) or len(shape) == 0:
         return None  # empty or 0-d arrays: read them
     if offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > path.stat().st_size:
-        raise ValueError(f"frame file {path} is truncated (rerun the 'frames' stage)")
+        raise InputError(f"frame file {path} is truncated (rerun the 'frames' stage)")
     return np.memmap(
         path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C"
     )
@@ -206,7 +207,7 @@ def load_arrays(path: str | Path, mmap: bool = True) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"frame file {path} does not exist (run the 'frames' stage first)")
+        raise MissingInputError(f"frame file {path} does not exist (run the 'frames' stage first)")
     with np.load(path, allow_pickle=False) as data:
         names = list(data.files)
         infos = {info.filename: info for info in data.zip.infolist()}
@@ -253,7 +254,7 @@ def write_frames(
             del frames, batch
         total = sum(n for _, n in parts)
         if total == 0:
-            raise ValueError(f"frames: binning with {binning_kwargs(p)} produced no frames")
+            raise InputError(f"frames: binning with {binning_kwargs(p)} produced no frames")
         dtype = np.result_type(*{dt for dt, _ in parts})  # the widest: they nest
 
         def chunks():

@@ -19,6 +19,7 @@ import sinabs.activation as sa
 import torch
 from torch import nn
 
+from spikescale.errors import InputError, MissingInputError
 from spikescale.io import atomic_path
 from spikescale.params import ConversionParams
 
@@ -49,7 +50,7 @@ def build_cnn(arch: Architecture) -> nn.Sequential:
         ]
         c, h, w = out, h // 2, w // 2
     if h < 1 or w < 1:
-        raise ValueError(
+        raise InputError(
             f"training.channels: {len(arch.channels)} pooling blocks shrink a "
             f"{arch.height}x{arch.width} input below 1 pixel; use fewer blocks"
         )
@@ -75,7 +76,7 @@ def save_cnn(model: nn.Sequential, arch: Architecture, path: str | Path, **extra
 def load_cnn(path: str | Path) -> tuple[nn.Sequential, Architecture, dict]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"model file {path} does not exist (run the stage that writes it first)"
         )
     blob = torch.load(path, map_location="cpu", weights_only=True)

@@ -169,6 +169,12 @@ def normalise(
     return model, table
 
 
+def sample_indices(frames: int, samples: int, seed: int = 0) -> np.ndarray:
+    """Which of ``frames`` training frames normalise: ``samples`` drawn without replacement
+    (a fixed seed, so the same frames every run), in file order."""
+    return np.sort(np.random.default_rng(seed).permutation(frames)[:samples])
+
+
 def frame_batches(frames: np.ndarray, indices: np.ndarray, batch_size: int) -> Batches:
     """Batches of ``frames[indices]`` as float tensors, read lazily (frames may be a memmap)."""
 

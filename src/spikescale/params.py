@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from spikescale.errors import InputError
+
 # int | float keeps a factor as written (2 stays 2, 2.0 stays 2.0), so its label in file
 # names is the same in Snakemake and in DVC's ${item.factor}.
 Factor = Annotated[int, Field(gt=0)] | Annotated[float, Field(gt=0)]
@@ -152,6 +154,25 @@ class RecommendParams(Section):
     tolerance_pp: float = Field(
         1.0, ge=0, description="accept factors this many percentage points below the best"
     )
+    max_gap_pp: float = Field(
+        10.0,
+        ge=0,
+        description="the conversion failed (no factor is recommended) when the best SNN"
+        " accuracy is more than this many percentage points below the CNN's",
+    )
+
+
+class EnergyParams(Section):
+    """Energy per operation for the per-recording estimates (Horowitz, ISSCC 2014, 45 nm,
+    32-bit float: multiply 3.7 pJ + add 0.9 pJ for a multiply-accumulate, 0.9 pJ for an
+    accumulate)."""
+
+    mac_pj: float = Field(
+        4.6, gt=0, description="energy of one multiply-accumulate (the CNN's operation), pJ"
+    )
+    ac_pj: float = Field(
+        0.9, gt=0, description="energy of one accumulate (the SNN's synaptic operation), pJ"
+    )
 
 
 class Params(Section):
@@ -166,6 +187,7 @@ class Params(Section):
     evaluation: EvaluationParams = EvaluationParams()
     scale: ScaleParams = ScaleParams()
     recommend: RecommendParams = RecommendParams()
+    energy: EnergyParams = EnergyParams()
 
     @model_validator(mode="after")
     def _frames_fit(self) -> Params:
@@ -182,7 +204,7 @@ class Params(Section):
         return self
 
 
-class ParamsError(ValueError):
+class ParamsError(InputError):
     """Parameters that do not validate; the message names each key and what was expected."""
 
 

@@ -13,6 +13,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from spikescale.errors import InputError  # noqa: E402
 from spikescale.io import atomic_path  # noqa: E402
 
 PNG_METADATA = {"Software": None}  # no version string: same figure, same bytes
@@ -23,6 +24,17 @@ def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, metadata=PNG_METADATA)
     plt.close(fig)
+
+
+def conversion_failed_title(sweep) -> str | None:
+    """The accuracy plot's title where the conversion failed (no factor works), else None."""
+    if "conversion_failed" not in sweep or not sweep["conversion_failed"].any():
+        return None
+    best = int(np.argmax(sweep["snn_accuracy"]))
+    gap = 100 * (sweep["cnn_accuracy"][0] - sweep["snn_accuracy"][best])
+    return (
+        f"Conversion failed: best SNN {gap:.1f} pp below the CNN (factor {sweep['factor'][best]:g})"
+    )
 
 
 def plot_accuracy(sweep, path: Path) -> None:
@@ -45,7 +57,23 @@ def plot_accuracy(sweep, path: Path) -> None:
     right.set_ylabel("per sample")
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=8, loc="center right")
-    ax.set_title("Accuracy and activity against the scale factor")
+    failed = conversion_failed_title(sweep)
+    if failed:
+        ax.set_title(failed, color="C3")
+        ax.text(
+            0.02,
+            0.90,
+            "no factor recommended; per-layer diagnostics in layers.parquet:\n"
+            "silent/saturated neuron fractions, activation_spike_correlation",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="C3",
+            va="top",
+            bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.9},
+            zorder=5,
+        )
+    else:
+        ax.set_title("Accuracy and activity against the scale factor")
     fig.tight_layout()
     _save(fig, path)
 
@@ -160,5 +188,5 @@ def run_report(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
 def run_compare(sweep_paths: list[Path], labels: list[str] | None, out: Path) -> None:
     labels = labels or [Path(p).stem for p in sweep_paths]
     if len(labels) != len(sweep_paths):
-        raise ValueError(f"{len(labels)} labels for {len(sweep_paths)} sweep files")
+        raise InputError(f"{len(labels)} labels for {len(sweep_paths)} sweep files")
     plot_comparison({label: _columns(Path(p)) for label, p in zip(labels, sweep_paths)}, Path(out))

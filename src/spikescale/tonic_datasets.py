@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spikescale.errors import InputError, MissingInputError
 from spikescale.events import EVENT_DTYPE, EventSet, from_samples
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,11 @@ SKIP_REASONS = ("corrupt", "empty", "outside_sensor")
 ON_BAD_SAMPLE = ("error", "skip")
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(MissingInputError):
     """No usable copy of a dataset split where it was looked for (and no download)."""
 
 
-class BadSampleError(ValueError):
+class BadSampleError(InputError):
     """One recording is corrupt, truncated, empty or has events outside the sensor."""
 
     def __init__(self, path: Path, reason: str, detail: str):
@@ -68,7 +69,7 @@ class BadSampleError(ValueError):
         super().__init__(f"{path}: {reason}: {detail}{hint}")
 
 
-class CorruptArchiveError(ValueError):
+class CorruptArchiveError(InputError):
     """A dataset archive cannot be extracted or does not hold the expected folder."""
 
 
@@ -202,13 +203,13 @@ def open_tonic(
     layout = _layout(name)
     _check_split(split)
     if on_bad_sample not in ON_BAD_SAMPLE:
-        raise ValueError(f"on_bad_sample must be one of {ON_BAD_SAMPLE}, got {on_bad_sample!r}")
+        raise InputError(f"on_bad_sample must be one of {ON_BAD_SAMPLE}, got {on_bad_sample!r}")
     if max_samples_per_class is not None and (
         isinstance(max_samples_per_class, bool)
         or int(max_samples_per_class) != max_samples_per_class
         or max_samples_per_class < 1
     ):
-        raise ValueError(
+        raise InputError(
             "max_samples_per_class must be a positive integer or None, "
             f"got {max_samples_per_class!r}"
         )
@@ -297,13 +298,13 @@ class TonicSplit:
 
 def _layout(name: str) -> _Layout:
     if name not in _LAYOUTS:
-        raise ValueError(f"unknown tonic dataset {name!r}; expected one of {TONIC_DATASETS}")
+        raise InputError(f"unknown tonic dataset {name!r}; expected one of {TONIC_DATASETS}")
     return _LAYOUTS[name]
 
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise InputError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 def _tonic_class(layout: _Layout):

@@ -139,6 +139,7 @@ def train_cnn(
         "cnn_test_frame_accuracy": float((logits.argmax(1) == test_frame_labels).mean()),
         "cnn_test_accuracy": sample_accuracy(logits, test["sample_index"], test["labels"]),
         "test_samples": int(len(test["labels"])),
+        "test_frames_per_recording": float(len(test["sample_index"]) / len(test["labels"])),
         "train_frames": int(len(fit_idx)),
     }
     return model.cpu().eval(), arch, report
