@@ -102,3 +102,21 @@ def example_snn(
         min_v_mem=min_v_mem,
         bias_rescaling=bias_rescaling,
     ).spiking_model.eval()
+
+
+@torch.no_grad()
+def normalised(cnn: nn.Sequential, frames: torch.Tensor, percentile: float = 99.0) -> nn.Sequential:
+    """``cnn`` (changed in place) with each weighted layer's activations on ``frames`` scaled
+    to about 1: weights times lambda_{l-1} / lambda_l, biases divided by lambda_l, lambda_l the
+    percentile of the layer's non-zero post-ReLU activations (Rueckauer 2017)."""
+    x, previous = frames, 1.0
+    for m in cnn:
+        x = m(x)
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            post = torch.relu(x)
+            scale = float(torch.quantile(post[post > 0], percentile / 100)) if post.any() else 1.0
+            m.weight.mul_(previous / scale)
+            if m.bias is not None:
+                m.bias.div_(scale)
+            x, previous = x / scale, scale
+    return cnn
