@@ -133,7 +133,7 @@ def pool_layers(draw, shape: tuple[int, int, int]) -> tuple[nn.AvgPool2d, tuple[
     else:
         stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     padding = (0, 0)
-    if not tiling and draw(st.integers(0, 2)) == 0:
+    if not tiling and max(kh, kw) > 1 and draw(st.booleans()):
         padding = (draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2)))
     area = kh * kw
     divisor = None if area == _power_of_two_at_least(area) else _power_of_two_at_least(area)
