@@ -16,11 +16,22 @@ run (as ``timeit`` does: on a shared machine the slower runs measure the neighbo
 last line the mean over all runs.
 
     .venv/bin/python benchmarks/evaluate.py [--samples 128] [--factor 8] [--spike-fn multi]
+
+``--network examples.strided_bn:build`` runs a user's network instead (a ``model.factory``,
+importable from the project root), here the worked example: strided 5x5 convolution, batch
+norm, max pooling, dropout, biases. Its weights are the factory's seeded random
+initialisation, its batch norms get seeded random statistics (so that folding them makes
+real biases); it is prepared for conversion as the pipeline does (nested Sequentials
+flattened, batch norm folded, dropout dropped, max pooling made average pooling),
+normalised as above (biases divided by the layer's scale too) and converted with its
+biases divided by the number of steps (the normalisation frames hold a whole sample).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +44,7 @@ from torch import nn
 from spikescale.simulate import simulate
 
 SENSOR = (2, 34, 34)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_cnn(seed: int) -> nn.Sequential:
@@ -79,9 +91,34 @@ def synthetic_streams(n: int, steps: int, events: int, seed: int) -> torch.Tenso
 
 
 @torch.no_grad()
+def user_cnn(factory: str, seed: int) -> nn.Sequential:
+    """The network of ``factory`` ("module:function", importable from the project root),
+    seeded, batch-norm statistics drawn at random, prepared for conversion."""
+    sys.path.insert(0, str(ROOT))
+    module, _, function = factory.partition(":")
+    torch.manual_seed(seed)
+    model = getattr(importlib.import_module(module), function)(input_shape=SENSOR, classes=10)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-0.1, 0.1)
+    model.eval()
+    try:
+        from spikescale.network import prepare_for_conversion
+    except ImportError:  # before the network-in half is merged: the tests' stand-in
+        from tests.example_network import prepared_by_hand
+
+        return prepared_by_hand(model)
+    return prepare_for_conversion(model, max_pool="average")
+
+
+@torch.no_grad()
 def normalise(cnn: nn.Sequential, frames: torch.Tensor, percentile: float = 99.0) -> None:
-    """Data-based normalisation (Rueckauer 2017): W_l <- W_l * lambda_{l-1} / lambda_l, with
-    lambda_l the given percentile of layer l's non-zero (post-ReLU) activations."""
+    """Data-based normalisation (Rueckauer 2017): W_l <- W_l * lambda_{l-1} / lambda_l and
+    b_l <- b_l / lambda_l, with lambda_l the given percentile of layer l's non-zero
+    (post-ReLU) activations."""
     lambdas, x = [], frames
     for m in cnn:
         x = m(x)
@@ -92,10 +129,12 @@ def normalise(cnn: nn.Sequential, frames: torch.Tensor, percentile: float = 99.0
     previous = 1.0
     for m, lam in lambdas:
         m.weight *= previous / lam
+        if m.bias is not None:
+            m.bias /= lam
         previous = lam
 
 
-def build_snn(cnn, steps, spike_fn, reset_fn, min_v_mem):
+def build_snn(cnn, steps, spike_fn, reset_fn, min_v_mem, bias_rescaling=1.0):
     return sinabs.from_model(
         cnn,
         input_shape=SENSOR,
@@ -105,6 +144,7 @@ def build_snn(cnn, steps, spike_fn, reset_fn, min_v_mem):
         spike_fn=spike_fn,
         reset_fn=reset_fn,
         min_v_mem=min_v_mem,
+        bias_rescaling=bias_rescaling,
     ).spiking_model
 
 
@@ -152,6 +192,12 @@ def main() -> None:
         "events of a finished pipeline run in DIR"
         " (models/digits/snn.pt, data/digits/events/test.parquet)",
     )
+    ap.add_argument(
+        "--network",
+        metavar="MODULE:FUNCTION",
+        help="instead of the built-in CNN: a model.factory, e.g. examples.strided_bn:build "
+        "(seeded random weights, normalised; see above)",
+    )
     args = ap.parse_args()
 
     torch.set_grad_enabled(False)
@@ -163,19 +209,25 @@ def main() -> None:
             Path(args.digits), args.samples, args.steps, args.factor
         )
     else:
-        cnn = build_cnn(args.seed)
+        cnn = user_cnn(args.network, args.seed) if args.network else build_cnn(args.seed)
         raster = synthetic_streams(args.samples, args.steps, args.events, args.seed + 1)
         normalise(cnn, synthetic_streams(64, args.steps, args.events, args.seed + 2).sum(1))
-        cnn[0].weight *= args.factor
+        first = next(m for m in cnn if isinstance(m, (nn.Conv2d, nn.Linear)))
+        first.weight *= args.factor
+        if first.bias is not None:
+            first.bias *= args.factor
         snn = build_snn(
             cnn,
             args.steps,
             MultiSpike if args.spike_fn == "multi" else SingleSpike,
             MembraneSubtract() if args.reset == "subtract" else MembraneReset(),
             None if np.isnan(args.min_v_mem) else args.min_v_mem,
+            # a normalisation frame holds the whole sample: a bias per frame is one per run
+            bias_rescaling=float(args.steps),
         )
     checkpoints = np.linspace(0, args.steps - 1, 15).round().astype(int)
     active = (raster > 0).float().mean().item()
+    print(f"network: {args.network or 'built-in'}: {[type(m).__name__ for m in snn]}")
     print(
         f"{args.samples} samples x {args.steps} steps, {raster.sum().item() / args.samples:.0f} "
         f"events/sample, {100 * active:.2f} % of pixels active per bin, factor {args.factor}, "

@@ -1,6 +1,9 @@
 import nir
 import numpy as np
+import pytest
+import sinabs
 import torch
+from torch import nn
 
 from spikescale.export import to_nir_graph, with_sum_pooling, write_nir
 from spikescale.model import Architecture, build_cnn, scale_first_layer, to_snn
@@ -51,3 +54,119 @@ def test_nir_file_reads_back_with_every_layer(tmp_path):
     assert np.allclose(first.weight, snn[0].weight.detach().numpy())  # the factor is in the weights
     second = max(conv, key=lambda n: n.weight.shape[1])
     assert np.allclose(second.weight, snn[3].weight.detach().numpy() / 4)  # avg-pool folded in
+
+
+def test_example_network_exports_with_every_parameter(tmp_path):
+    """The worked example (strided convolution, folded batch norm biases, pooling): the NIR
+    file reads back with each node's parameters those of the SNN (average pools as sum
+    pools, the weights after them divided by the window's area)."""
+    from example_network import INPUT_SHAPE, example_cnn, example_snn
+
+    snn = example_snn(example_cnn(seed=2))
+    write_nir(to_nir_graph(snn, INPUT_SHAPE), tmp_path / "example.nir")
+    graph = nir.read(tmp_path / "example.nir")
+    order = [graph.nodes[str(i)] for i in range(len(snn))]
+    assert [type(n).__name__ for n in order] == [
+        "Conv2d",
+        "IF",
+        "Conv2d",
+        "IF",
+        "SumPool2d",
+        "Conv2d",
+        "IF",
+        "SumPool2d",
+        "Flatten",
+        "Affine",
+        "IF",
+        "Affine",
+        "IF",
+    ]
+    for i, divisor in [(0, 1), (2, 1), (5, 4), (9, 4), (11, 1)]:
+        layer, node = snn[i], order[i]
+        np.testing.assert_array_equal(node.weight, layer.weight.detach().numpy() / divisor)
+        np.testing.assert_array_equal(node.bias, layer.bias.detach().numpy())
+    assert tuple(order[0].stride) == (2, 2) and tuple(order[0].padding) == (2, 2)
+    assert tuple(order[0].input_shape) == (34, 34) and tuple(order[2].input_shape) == (17, 17)
+    for i in (4, 7):
+        assert tuple(order[i].kernel_size) == tuple(order[i].stride) == (2, 2)
+    for i in (1, 3, 6, 10, 12):
+        assert np.all(order[i].v_threshold == 1.0)
+    assert sorted(graph.edges) == sorted(
+        [("input", "0")] + [(str(i), str(i + 1)) for i in range(12)] + [("12", "output")]
+    )
+
+
+def _pooled_snn(pool: nn.Module, before_neurons: bool = False) -> nn.Sequential:
+    """Conv -> IAF -> pool -> conv -> IAF -> flatten -> linear -> IAF, dyadic weights."""
+    from sinabs.layers import IAFSqueeze
+
+    torch.manual_seed(4)
+    conv1, conv2 = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 4, 3, stride=2, groups=2)
+    with torch.no_grad():
+        for m in (conv1, conv2):
+            m.weight.copy_(torch.randint(-4, 12, m.weight.shape) / 16)
+            m.bias.copy_(torch.randint(-2, 3, m.bias.shape) / 32)
+    x = torch.zeros(1, 2, 12, 12)
+    head = (
+        [conv1, pool, IAFSqueeze(batch_size=1)]
+        if before_neurons
+        else [conv1, IAFSqueeze(batch_size=1), pool]
+    )
+    body = nn.Sequential(*head, conv2, IAFSqueeze(batch_size=1), nn.Flatten())
+    n = body(x).shape[1]
+    sinabs.reset_states(body)
+    linear = nn.Linear(n, 3)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randint(-4, 12, linear.weight.shape) / 16)
+    return nn.Sequential(*body, linear, IAFSqueeze(batch_size=1))
+
+
+@pytest.mark.parametrize(
+    "pool, before_neurons",
+    [
+        (nn.AvgPool2d(2, 1), False),  # overlapping windows
+        (nn.AvgPool2d(2, 1, padding=1), False),  # overlapping and padded
+        (nn.AvgPool2d(2, 3), False),  # gaps between the windows
+        (nn.AvgPool2d(2, 1, padding=1), True),  # pooling of currents, before the neurons
+    ],
+)
+def test_any_average_pool_exports_as_an_equivalent_sum_pool(tmp_path, pool, before_neurons):
+    snn = _pooled_snn(pool, before_neurons)
+    twin = with_sum_pooling(snn)
+    raster = torch.poisson(torch.full((2, 15, 2, 12, 12), 0.4))
+    a = simulate(snn, raster, np.array([14]))
+    b = simulate(twin, raster, np.array([14]))
+    assert a.layer_counts[0].sum() > 0 and a.layer_counts[-1].sum() > 0
+    for x, y in zip(a.layer_counts, b.layer_counts):
+        np.testing.assert_array_equal(x, y)
+    write_nir(to_nir_graph(snn, (2, 12, 12)), tmp_path / "snn.nir")
+    node = next(
+        n for n in nir.read(tmp_path / "snn.nir").nodes.values() if isinstance(n, nir.SumPool2d)
+    )
+    assert tuple(node.stride) == (pool.stride,) * 2
+    assert tuple(node.padding) == (pool.padding,) * 2
+
+
+@pytest.mark.parametrize(
+    "pool, needle",
+    [
+        (nn.AvgPool2d(3, 1, padding=1, count_include_pad=False), "count_include_pad"),
+        (nn.AvgPool2d(2, ceil_mode=True), "ceil_mode"),
+    ],
+)
+def test_pools_without_a_sum_pool_twin_are_refused(pool, needle):
+    with pytest.raises(ValueError, match=needle):
+        with_sum_pooling(_pooled_snn(pool))
+
+
+def test_even_same_padding_and_a_trailing_pool_are_refused():
+    from sinabs.layers import IAFSqueeze
+
+    with pytest.raises(ValueError, match="padding='same'"):
+        with_sum_pooling(
+            nn.Sequential(nn.Conv2d(2, 2, 2, padding="same"), IAFSqueeze(batch_size=1))
+        )
+    with pytest.raises(ValueError, match="no weighted layer"):
+        with_sum_pooling(
+            nn.Sequential(nn.Conv2d(2, 2, 3), IAFSqueeze(batch_size=1), nn.AvgPool2d(2))
+        )

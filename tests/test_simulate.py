@@ -1,7 +1,9 @@
 """The fast simulation backend against the sinabs reference.
 
-With dyadic weights (multiples of 1/16) and pooling windows of 2x2 every synaptic sum is
-exact in float32, whatever the order in which torch adds it up; there the backends must
+With dyadic weights (multiples of 1/16, finer with the fan-in) and pooling divisors that
+are powers of two (windows of any shape and stride, those of 3 with a ``divisor_override``)
+every synaptic sum is exact in float32, whatever the order in which torch adds it up;
+there the backends must
 agree exactly, spike for spike, for any threshold, reset, spike function and membrane
 bound (those are elementwise float32 operations that the fast backend repeats in sinabs's
 order). With arbitrary float weights torch's float32 sums and the fast backend's (float32
@@ -17,12 +19,12 @@ import pytest
 import sinabs
 import sinabs.layers as sl
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sinabs.activation import MembraneReset, MembraneSubtract, MultiSpike, SingleSpike
 from torch import nn
 
-from spikescale.simulate import _accumulate, simulate, simulate_fast_cpu, simulate_fast_torch
+from spikescale.simulate import _accumulate, _pair, simulate, simulate_fast_cpu, simulate_fast_torch
 
 torch.set_grad_enabled(False)
 
@@ -72,6 +74,78 @@ def neuron_configs(draw) -> dict:
     }
 
 
+def _conv_out(n: int, k: int, stride: int, pad: int, dilation: int) -> int:
+    return (n + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def _power_of_two_at_least(n: int) -> int:
+    return 1 << int(np.ceil(np.log2(n)))
+
+
+@st.composite
+def conv_layers(draw, shape: tuple[int, int, int]) -> tuple[nn.Conv2d, tuple[int, int, int]]:
+    """A convolution as researchers write them: square or not, strided, padded (numbers,
+    pairs, "same", "valid"), dilated, grouped, with or without bias; sometimes wide (16-40
+    channels, so that the scatter's 8 / 16 / 32-lane sums run)."""
+    c, h, w = shape
+    kh = draw(st.integers(1, min(3, h)))
+    kw = draw(st.integers(1, min(3, w))) if draw(st.booleans()) else min(kh, w)
+    stride = draw(st.sampled_from([1, 1, 1, 2, 3, (1, 2), (2, 1)]))
+    sh, sw = _pair(stride)
+    dilation = 1
+    if draw(st.integers(0, 3)) == 0 and min(h, w) > 2 * max(kh, kw):
+        dilation = draw(st.sampled_from([2, (1, 2), (2, 1)]))
+    dh, dw = _pair(dilation)
+    pad_kind = draw(st.sampled_from(["int", "int", "pair", "same", "valid"]))
+    if pad_kind == "same" and (sh, sw) == (1, 1):
+        padding: int | tuple[int, int] | str = "same"
+        out_hw = (h, w)
+    elif pad_kind == "valid":
+        padding, out_hw = "valid", (_conv_out(h, kh, sh, 0, dh), _conv_out(w, kw, sw, 0, dw))
+    else:
+        ph = draw(st.integers(0, kh // 2 + 1))
+        pw = draw(st.integers(0, kw // 2 + 1)) if pad_kind == "pair" else ph
+        padding = (ph, pw) if pad_kind == "pair" else ph
+        out_hw = (_conv_out(h, kh, sh, ph, dh), _conv_out(w, kw, sw, pw, dw))
+    assume(min(out_hw) >= 1)
+    wide = draw(st.integers(0, 4)) == 0
+    out_c = draw(st.integers(16, 40) if wide else st.integers(1, 5))
+    groups = draw(st.sampled_from([g for g in (1, 2, 3, 4) if c % g == 0 and out_c % g == 0]))
+    conv = nn.Conv2d(
+        c, out_c, (kh, kw), stride, padding, dilation, groups, bias=draw(st.booleans())
+    )
+    return conv, (out_c, *out_hw)
+
+
+@st.composite
+def pool_layers(draw, shape: tuple[int, int, int]) -> tuple[nn.AvgPool2d, tuple[int, int, int]]:
+    """Average pooling with any window: tiling (kernel = stride), overlapping (stride <
+    kernel), with gaps (stride > kernel), padded (zeros counted, as torch's default does).
+    Windows of 3 get a divisor that is a power of two, so that the pooled values stay
+    dyadic and every sum after them exact; the geometry is what is tested."""
+    c, h, w = shape
+    kh, kw = draw(st.integers(1, min(3, h))), draw(st.integers(1, min(3, w)))
+    if kh * kw == 1:
+        kh = kw = min(2, h, w)
+    tiling = draw(st.booleans())
+    if tiling:
+        stride: tuple[int, int] = (kh, kw)
+    else:
+        stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (0, 0)
+    if not tiling and max(kh, kw) > 1 and draw(st.booleans()):
+        padding = (draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2)))
+    area = kh * kw
+    divisor = None if area == _power_of_two_at_least(area) else _power_of_two_at_least(area)
+    pool = nn.AvgPool2d((kh, kw), stride, padding, divisor_override=divisor)
+    out = (
+        c,
+        _conv_out(h, kh, stride[0], padding[0], 1),
+        _conv_out(w, kw, stride[1], padding[1], 1),
+    )
+    return pool, out
+
+
 @st.composite
 def cases(draw):
     """(model, raster, checkpoints): a conv / pool / linear stack as sinabs's conversion
@@ -88,42 +162,25 @@ def cases(draw):
         in_shape: tuple[int, ...] = (draw(st.integers(1, 40)),)
         shape = in_shape
     else:
-        in_shape = (draw(st.integers(1, 3)), draw(st.integers(3, 10)), draw(st.integers(3, 10)))
+        in_shape = (draw(st.integers(1, 4)), draw(st.integers(3, 10)), draw(st.integers(3, 10)))
         shape = in_shape
         for _ in range(draw(st.integers(1, 3))):
-            c, h, w = shape
-            k = draw(st.integers(1, min(3, h, w)))
-            stride = draw(st.sampled_from([1, 1, 2]))
-            padding = draw(st.integers(0, k // 2 + (k > 1)))
-            dilation = (
-                2 if (min(h, w) + 2 * padding > 2 * k and draw(st.integers(0, 3)) == 0) else 1
-            )
-            out_c = draw(st.integers(1, 5))
-            groups = draw(st.sampled_from([g for g in (1, 2, 3) if c % g == 0 and out_c % g == 0]))
-            layers.append(
-                nn.Conv2d(c, out_c, k, stride, padding, dilation, groups, bias=draw(st.booleans()))
-            )
-            h = (h + 2 * padding - dilation * (k - 1) - 1) // stride + 1
-            w = (w + 2 * padding - dilation * (k - 1) - 1) // stride + 1
-            shape = (out_c, h, w)
-            pool_before = min(h, w) >= 2 and draw(st.integers(0, 4)) == 0
-            if pool_before:  # pooling of the currents, before the neurons
-                layers.append(nn.AvgPool2d(2))
-                shape = (out_c, h // 2, w // 2)
+            conv, shape = draw(conv_layers(shape))
+            layers.append(conv)
+            if min(shape[1:]) >= 2 and draw(st.integers(0, 4)) == 0:
+                pool, shape = draw(pool_layers(shape))  # pooling of the currents
+                layers.append(pool)
             elif draw(st.integers(0, 5)) == 0:
                 continue  # two weighted layers without neurons in between
             layers.append(iaf(draw(neuron_configs()) if draw(st.integers(0, 3)) == 0 else cfg))
             if min(shape[1:]) >= 2 and draw(st.booleans()):
-                # windows that tile the map (the fast backend then adds the spikes straight
-                # into the window sums), or overlapping ones
-                stride = draw(st.sampled_from([2, 2, 1]))
-                layers.append(nn.AvgPool2d(2, stride))
-                shape = (shape[0], (shape[1] - 2) // stride + 1, (shape[2] - 2) // stride + 1)
+                pool, shape = draw(pool_layers(shape))
+                layers.append(pool)
         layers.append(nn.Flatten())
         shape = (int(np.prod(shape)),)
     if mlp or draw(st.integers(0, 5)) > 0:
         for _ in range(draw(st.integers(1, 2))):
-            out = draw(st.integers(1, 6))
+            out = draw(st.integers(1, 6) if draw(st.integers(0, 3)) else st.integers(7, 40))
             layers += [nn.Linear(shape[0], out, bias=draw(st.booleans())), iaf(cfg)]
             shape = (out,)
     else:
@@ -377,3 +434,105 @@ def test_accumulate_sums_terms_in_order(span, n):
         expected[3 : 3 + span] = expected[3 : 3 + span] + x * w[11 + off : 11 + off + span]
     _call_accumulate(acc, 3, span, xs, offs, n, w, 11)
     np.testing.assert_array_equal(acc, expected)
+
+
+# ---------------------------------------------------------------------------------------
+# the worked example network (examples/strided_bn.py): strided 5x5 convolution, folded
+# batch norm (biases), max pooling made average pooling, a hidden fully connected layer
+
+
+def dyadic(model: nn.Sequential) -> nn.Sequential:
+    """The model with its weights and biases rounded to multiples of a power of two (finer
+    with the fan-in), so that every float32 sum in it is exact in any order."""
+    for m in model:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            unit = 4.0 * 2.0 ** int(np.ceil(np.log2(fan_in)))
+            m.weight.copy_((m.weight * unit * 8).round() / unit)
+            if m.bias is not None:
+                m.bias.copy_((m.bias * 64).round() / 64)
+    return model
+
+
+@pytest.mark.parametrize(
+    "spike_fn, reset_fn, min_v_mem",
+    [(MultiSpike, MembraneSubtract(), -1.0), (SingleSpike, MembraneReset(), None)],
+)
+def test_example_network_all_backends_agree_exactly(spike_fn, reset_fn, min_v_mem):
+    from example_network import INPUT_SHAPE, example_cnn, example_snn
+
+    snn = example_snn(dyadic(example_cnn(seed=3)), spike_fn, reset_fn, min_v_mem)
+    kinds = [type(m).__name__ for m in snn]
+    assert kinds == [
+        "Conv2d",
+        "IAFSqueeze",
+        "Conv2d",
+        "IAFSqueeze",
+        "AvgPool2d",
+        "Conv2d",
+        "IAFSqueeze",
+        "AvgPool2d",
+        "Flatten",
+        "Linear",
+        "IAFSqueeze",
+        "Linear",
+        "IAFSqueeze",
+    ]
+    assert snn[0].stride == (2, 2) and snn[0].bias is not None  # batch norm folded in
+    rng = np.random.default_rng(7)
+    active = rng.random((3, 30, *INPUT_SHAPE)) < 0.03
+    raster = torch.from_numpy(active * rng.integers(1, 3, active.shape)).float()
+    checkpoints = np.array([0, 14, 29])
+    reference = simulate(snn, raster, checkpoints, backend="sinabs")
+    assert all(c.sum() > 0 for c in reference.layer_counts)  # spikes reach every layer
+    assert_same(simulate(snn, raster, checkpoints, backend="fast"), reference)
+    assert_same(simulate_fast_torch(snn, raster, checkpoints, chunk_elements=1 << 16), reference)
+
+
+def test_example_network_float_weights_agree_with_sinabs():
+    """With float weights torch and the fast backend add up currents in different orders;
+    on the example network that may move a spike here and there, never a prediction."""
+    from example_network import INPUT_SHAPE, example_cnn, example_snn, normalised
+
+    steps = 60
+    rng = np.random.default_rng(11)
+    active = rng.random((8, steps, *INPUT_SHAPE)) < 0.03
+    raster = torch.from_numpy(active * rng.integers(1, 3, active.shape)).float()
+    cnn = normalised(example_cnn(seed=4), raster.sum(1))
+    cnn[0].weight.mul_(8)
+    cnn[0].bias.mul_(8)
+    snn = example_snn(cnn, bias_rescaling=steps)  # a normalisation frame held all the steps
+    checkpoints = np.array([steps - 1])
+    ref = simulate(snn, raster, checkpoints, backend="sinabs")
+    fast = simulate(snn, raster, checkpoints, backend="fast")
+    assert (predictions(ref.output_counts) >= 0).all()
+    np.testing.assert_array_equal(predictions(fast.output_counts), predictions(ref.output_counts))
+    for a, b in zip(ref.layer_counts, fast.layer_counts):
+        total = int(a.sum())
+        assert total > 0
+        assert abs(int(b.sum()) - total) <= max(1, total // 1000)
+        assert (a != b).mean() < 1e-3
+
+
+@pytest.mark.parametrize(
+    "pool, needle",
+    [
+        (nn.AvgPool2d(2, ceil_mode=True), "ceil_mode"),
+        (nn.AvgPool2d(3, 1, padding=1, count_include_pad=False), "count_include_pad"),
+    ],
+)
+def test_pooling_the_fast_backend_cannot_repeat_is_refused(pool, needle):
+    model = small_model()
+    model[2] = pool
+    with pytest.raises(ValueError, match=needle) as err:
+        simulate(model, torch.zeros(1, 3, 2, 8, 8), np.array([2]), backend="fast")
+    assert "'2'" in str(err.value)
+    with pytest.raises(ValueError, match=needle):
+        simulate_fast_torch(model, torch.zeros(1, 3, 2, 8, 8), np.array([2]))
+
+
+def test_reflect_padding_is_refused():
+    model = small_model()
+    model[0] = nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect", bias=False)
+    with pytest.raises(ValueError, match="padding_mode 'reflect'"):
+        simulate(model, torch.zeros(1, 3, 2, 8, 8), np.array([2]), backend="fast")

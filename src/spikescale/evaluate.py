@@ -23,15 +23,27 @@ from tqdm import tqdm
 
 from spikescale.binning import raster
 from spikescale.events import iter_batches, read_metadata
-from spikescale.model import Architecture, weighted_layers
+from spikescale.model import Architecture
 from spikescale.params import EvaluationParams
 from spikescale.simulate import simulate
+
+
+def flat_layers(model: nn.Module) -> list[nn.Module]:
+    """The leaf layers of ``model`` in order, nested ``nn.Sequential`` opened up; dropout and
+    identity (no-ops in eval mode) left out."""
+    if isinstance(model, nn.Sequential):
+        return [leaf for child in model for leaf in flat_layers(child)]
+    if isinstance(model, (nn.Identity, nn.modules.dropout._DropoutNd)):
+        return []
+    return [model]
 
 
 def layer_names(model: nn.Sequential) -> list[str]:
     """Readable names of the weighted layers: conv1, conv2, ..., fc1."""
     names, counts = [], {"conv": 0, "fc": 0}
-    for _, layer in weighted_layers(model):
+    for layer in flat_layers(model):
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            continue
         kind = "conv" if isinstance(layer, nn.Conv2d) else "fc"
         counts[kind] += 1
         names.append(f"{kind}{counts[kind]}")
@@ -41,7 +53,7 @@ def layer_names(model: nn.Sequential) -> list[str]:
 def segments(model: nn.Sequential) -> list[nn.Sequential]:
     """The linear part feeding each spiking layer: [pool/flatten...] + weighted layer."""
     out, current = [], []
-    for layer in model:
+    for layer in flat_layers(model):
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
             out.append(nn.Sequential(*current, layer))
             current = []
@@ -51,9 +63,14 @@ def segments(model: nn.Sequential) -> list[nn.Sequential]:
 
 
 def fan_out(segment: nn.Sequential, input_shape: tuple[int, ...]) -> np.ndarray:
-    """Synapses each input neuron of ``segment`` reaches: one op per spike and target."""
+    """Synapses each input neuron of ``segment`` reaches: one op per spike and target.
+
+    The segment's layers are linear, so the count is the gradient of the summed output of
+    a twin whose weights are 1 where a synapse exists (0 elsewhere) and whose average pools
+    sum their windows: a neuron in several pooling windows (overlapping windows) reaches
+    each window's targets; a strided, dilated or grouped convolution reaches what its
+    geometry connects. Exact in float64 (integer counts)."""
     probe = copy.deepcopy(segment).double()
-    area = 1.0
     for layer in probe:
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
             with torch.no_grad():
@@ -61,16 +78,17 @@ def fan_out(segment: nn.Sequential, input_shape: tuple[int, ...]) -> np.ndarray:
                 if layer.bias is not None:
                     layer.bias.zero_()
         elif isinstance(layer, nn.AvgPool2d):
-            k = layer.kernel_size
-            area *= k * k if isinstance(k, int) else math.prod(k)
+            layer.divisor_override = 1  # sum pooling: each window counts once
     x = torch.ones((1, *input_shape), dtype=torch.float64, requires_grad=True)
     with torch.enable_grad():  # callers may run under no_grad
         probe(x).sum().backward()
-    return (x.grad[0] * area).round().numpy()
+    return x.grad[0].round().numpy()
 
 
 def macs(segment: nn.Sequential, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of the segment's weighted layer for one frame."""
+    """Multiply-accumulates of the segment's weighted layer for one frame: every output
+    neuron times its fan-in (a convolution's output map after stride and padding, its
+    input channels per group times the kernel area; a linear layer's inputs)."""
     with torch.no_grad():
         x = torch.zeros((1, *input_shape))
         for layer in segment[:-1]:
@@ -113,14 +131,16 @@ def predictions(counts: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def cnn_expectation(cnn: nn.Sequential, mean_input: torch.Tensor, steps: int) -> list[np.ndarray]:
     """Spike counts that rate coding predicts: steps x the scaled CNN's activation on the mean
-    input."""
+    input, one array per spiking layer of its SNN (each ReLU, and the read-out when the
+    network does not end in a ReLU: sinabs then adds a spiking output layer)."""
     out, x = [], mean_input
-    layers = list(cnn)
-    for i, layer in enumerate(layers):
+    layers = flat_layers(cnn)
+    for layer in layers:
         x = layer(x)
-        nxt = layers[i + 1] if i + 1 < len(layers) else None
-        if isinstance(layer, nn.ReLU) or (isinstance(layer, nn.Linear) and nxt is None):
+        if isinstance(layer, nn.ReLU):
             out.append((torch.clamp(x, min=0) * steps).cpu().numpy())
+    if layers and not isinstance(layers[-1], nn.ReLU):
+        out.append((torch.clamp(x, min=0) * steps).cpu().numpy())
     return out
 
 

@@ -38,7 +38,11 @@ The two currents can differ by an ulp or a few; when that moves a membrane acros
 threshold a spike moves, and the difference can propagate. That is rare (about one neuron
 in 10^5 in ``benchmarks/evaluate.py``); where all sums are exact in float32, e.g. with
 dyadic weights, the backends agree exactly, which ``tests/test_simulate.py`` checks on
-random networks. Pooling sums its window in float32 and divides, as torch does. No
+random networks (strided, padded, dilated and grouped convolutions, pooling windows that
+tile, overlap, leave gaps or are padded, biases, wide and narrow layers) and on the
+example network of ``examples/strided_bn.py``. Pooling sums its window in float32 and
+divides, as torch does (padding counts as zeros in the divisor, torch's default; padding
+with ``count_include_pad=False`` and ``ceil_mode`` are refused). No
 multiply-add is fused, so the results do not depend on whether the CPU has FMA.
 """
 
@@ -233,7 +237,8 @@ def _flat_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 SUPPORTED = (
-    "Conv2d (zero padding), Linear, AvgPool2d (no padding, no ceil_mode), Flatten, "
+    "Conv2d (zero padding), Linear, AvgPool2d (no ceil_mode; padding only with "
+    "count_include_pad=True or a divisor_override), Flatten, "
     "Identity, Dropout in eval mode, and sinabs IAF / IAFSqueeze with MultiSpike or "
     "SingleSpike, MembraneSubtract or MembraneReset and no synaptic time constant"
 )
@@ -295,10 +300,14 @@ def parse_model(model: nn.Module, input_shape: tuple[int, ...]) -> list[_Op]:
         elif isinstance(m, nn.AvgPool2d):
             if len(shape) != 3:
                 raise _unsupported(name, m, f"input of shape {shape}")
-            if _pair(m.padding) != (0, 0) or m.ceil_mode:
-                raise _unsupported(name, m, "padding and ceil_mode are not supported")
+            if m.ceil_mode:
+                raise _unsupported(name, m, "ceil_mode is not supported")
+            (ph, pw) = _pair(m.padding)
+            if (ph, pw) != (0, 0) and not m.count_include_pad and not m.divisor_override:
+                # the divisor would change from window to window at the borders
+                raise _unsupported(name, m, "padding with count_include_pad=False")
             (kh, kw), (sh, sw) = _pair(m.kernel_size), _pair(m.stride or m.kernel_size)
-            out = (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1)
+            out = (shape[0], (shape[1] + 2 * ph - kh) // sh + 1, (shape[2] + 2 * pw - kw) // sw + 1)
             if min(out) < 1:
                 raise _unsupported(name, m, f"input of shape {shape} is too small")
             ops.append(_Op("pool", m, shape, out, shape))
@@ -426,24 +435,26 @@ def _geometry_tables(op: _Op) -> np.ndarray:
 
         rows, cols = reach(hi, ho, kh, sh, dh, ph), reach(wi, wo, kw, sw, dw, pw)
     else:
-        sh, sw = _pair(m.stride if m.stride is not None else m.kernel_size)
+        sh, sw = _pair(m.stride or m.kernel_size)
+        ph, pw = _pair(m.padding)
 
-        def window(n_in, n_out, k, s):
-            y = np.arange(n_in)
+        def window(n_in, n_out, k, s, p):
+            # window o covers the padded rows o * s .. o * s + k - 1, input row y is y + p
+            y = np.arange(n_in) + p
             lo = np.maximum(0, (y - k) // s + 1)
             hi_ = np.minimum(n_out - 1, y // s)
             return np.stack([lo, hi_], 1).reshape(-1)
 
-        rows, cols = window(hi, ho, kh, sh), window(wi, wo, kw, sw)
+        rows, cols = window(hi, ho, kh, sh, ph), window(wi, wo, kw, sw, pw)
     pos = np.arange(hi * wi)
     return np.concatenate([pos // wi, pos % wi, rows, cols]).astype(np.int32)
 
 
 def _tiles(op: _Op) -> bool:
-    """Pooling whose windows tile the input (stride = kernel): each input position lies
-    in at most one window."""
+    """Pooling whose windows tile the input (stride = kernel, no padding): each input
+    position lies in at most one window."""
     m = op.module
-    return _pair(m.stride or m.kernel_size) == _pair(m.kernel_size)
+    return _pair(m.stride or m.kernel_size) == _pair(m.kernel_size) and _pair(m.padding) == (0, 0)
 
 
 def _window_table(op: _Op) -> np.ndarray:
