@@ -16,6 +16,7 @@ from expelliarmus import Wizard
 
 from fake_datasets import random_events
 from recording_formats import (
+    encode_evt2,
     evt3_order,
     write_aedat4,
     write_bin,
@@ -420,19 +421,45 @@ def test_bad_recordings_error_or_skip_and_count(tmp_path):
 
 
 def test_sensor_size_inferred_over_both_splits(tmp_path):
-    written = make_folder(tmp_path, {"train": {"a": ["npy", "npy"]}, "test": {"a": ["dat"]}})
+    written = make_folder(tmp_path, {"train": {"a": ["npy", "npy"]}, "test": {"a": ["npz"]}})
     wide = events(seed=11, n=20, sensor=(200, 10, 2))
     wide["x"][3] = 199
-    write_dat(tmp_path / "test" / "a" / "rec05.dat", wide, 320, 240)
+    write_npy(tmp_path / "test" / "a" / "rec05.npy", wide)
     splits = open_folder(tmp_path, test_fraction=0.2, seed=0)
     assert splits["train"].sensor_size is None
-    size = infer_sensor_size(splits.values())
     tallest = max(int(ev["y"].max()) for ev in written.values())
-    assert size == (200, tallest + 1, 2)
+    assert infer_sensor_size(splits.values()) == (200, tallest + 1, 2)
+    # a file that states its sensor widens the inference to it
+    write_dat(tmp_path / "train" / "a" / "rec07.dat", events(seed=13, n=20), 320, 240)
+    splits = open_folder(tmp_path, test_fraction=0.2, seed=0)
+    size = infer_sensor_size(splits.values())
+    assert size == (320, 240, 2)
     checked = with_sensor_size(splits, size)
     assert checked["test"].sensor_size == size
-    assert sum(len(ev) for ev, _ in checked["test"]) == 50 + 20
-    assert [len(ev) for ev, _ in checked["train"]] == [50, 50]
+    assert [len(ev) for ev, _ in checked["test"]] == [50, 20]
+    assert [len(ev) for ev, _ in checked["train"]] == [50, 50, 20]
+
+
+@pytest.mark.parametrize(
+    "fmt, geometry",
+    [
+        ("npy", None),
+        ("bin", None),
+        ("aedat4", (64, 48, 2)),
+        ("dat", (64, 48, 2)),
+        ("evt2", (64, 48, 2)),
+        ("evt3", (64, 48, 2)),
+    ],
+)
+def test_geometry_stated_by_the_file(tmp_path, fmt, geometry):
+    ev = events(seed=14, n=20, sensor=(30, 20, 2))
+    assert read_recording(write(fmt, tmp_path / "g", ev)).geometry == geometry
+    # the header styles of older files
+    path = write_raw(tmp_path / "old.raw", ev, 640, 480, "evt3", style="evt")  # % geometry
+    assert read_recording(path).geometry == (640, 480, 2)
+    path = tmp_path / "new.raw"  # only Metavision 4's format line
+    path.write_bytes(b"% format EVT2;height=720;width=1280\n% end\n" + encode_evt2(ev))
+    assert read_recording(path).geometry == (1280, 720, 2)
 
 
 def test_max_samples_per_class_and_argument_errors(tmp_path):

@@ -22,7 +22,11 @@ Formats, each decoded with the field's own reader (see :data:`FORMATS`):
   package); the first event stream; polarity ``on`` becomes ``p``.
 * ``.dat``: Prophesee DAT (CD events), read by ``expelliarmus``.
 * ``.raw``: Prophesee RAW in EVT 2.0 or EVT 3.0 (the header's ``% evt 2.0`` or
-  ``% format EVT3`` line says which), read by ``expelliarmus``.
+  ``% format EVT3`` line says which): EVT 2.0 read by ``expelliarmus``; EVT 3.0 decoded
+  here (:func:`decode_evt3`), because expelliarmus 1.1.12 misreads its time base.
+
+AEDAT 4 and Prophesee files state their sensor (``sizeX``/``sizeY``, ``% geometry``,
+``% Width``/``% Height``); :func:`infer_sensor_size` takes it into account.
 
 Timestamps come out in microseconds, each recording sorted by ``t`` (stable). A
 recording on an absolute clock is moved to start at its first event (``t = 0``), because
@@ -253,11 +257,13 @@ class RecordingEvents:
 
     ``events`` are :data:`~spikescale.events.EVENT_DTYPE`, sorted by ``t`` (stable),
     microseconds; ``moved_by_us`` was subtracted from every timestamp (0: the file's own
-    clock is kept).
+    clock is kept). ``geometry`` is the sensor the file says it was recorded with,
+    ``(width, height, 2)``, where the format states it (AEDAT 4, Prophesee), else None.
     """
 
     events: np.ndarray
     moved_by_us: int
+    geometry: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -298,6 +304,7 @@ class _Columns:
     t: np.ndarray
     p: np.ndarray
     absolute_clock: bool = False
+    geometry: tuple[int, int, int] | None = None
 
 
 def _int_column(values: np.ndarray, name: str) -> np.ndarray:
@@ -404,7 +411,19 @@ def _read_aedat4(path: Path, options: ReadOptions) -> _Columns:
         events["t"].astype(np.int64),
         events["on"].astype(np.int64),
         absolute_clock=True,
+        geometry=_aedat4_geometry(path),
     )
+
+
+def _aedat4_geometry(path: Path) -> tuple[int, int, int] | None:
+    """``(sizeX, sizeY, 2)`` of the event stream tonic reads (the lowest id), if stated."""
+    import aedat
+
+    streams = aedat.Decoder(str(path)).id_to_stream()  # reads the header only
+    ids = sorted(i for i, stream in streams.items() if stream["type"] == "events")
+    stream = streams[ids[0]] if ids else {}
+    width, height = stream.get("width", 0), stream.get("height", 0)
+    return (int(width), int(height), 2) if width and height else None
 
 
 def _prophesee_header(path: Path) -> tuple[int, list[str]]:
@@ -421,6 +440,26 @@ def _prophesee_header(path: Path) -> tuple[int, list[str]]:
             if text == "end":
                 break
     return at, lines
+
+
+def _header_geometry(header: list[str]) -> tuple[int, int, int] | None:
+    """``(width, height, 2)`` from a Prophesee header, if it says.
+
+    RAW: ``% geometry 1280x720`` or ``% format EVT3;height=720;width=1280``; DAT:
+    ``% Width 304`` and ``% Height 240`` (or ``% geometry``).
+    """
+    found: dict[str, int] = {}
+    for line in header:
+        if m := re.fullmatch(r"geometry\s+(\d+)\s*x\s*(\d+)", line, re.IGNORECASE):
+            found["width"], found["height"] = int(m.group(1)), int(m.group(2))
+        elif m := re.fullmatch(r"(width|height)\s+(\d+)", line, re.IGNORECASE):
+            found.setdefault(m.group(1).lower(), int(m.group(2)))
+        elif line.lower().startswith("format"):
+            for key, value in re.findall(r"(width|height)=(\d+)", line, re.IGNORECASE):
+                found.setdefault(key.lower(), int(value))
+    if found.get("width") and found.get("height"):
+        return found["width"], found["height"], 2
+    return None
 
 
 def _raw_encoding(header: list[str]) -> str:
@@ -562,7 +601,9 @@ def _read_prophesee(path: Path, options: ReadOptions) -> _Columns:
         cols = decode_evt3(np.fromfile(path, dtype="<u2", offset=header_bytes))
         if not len(cols["x"]):
             raise _Bad("empty", "the recording holds no CD events")
-        return _Columns(cols["x"], cols["y"], cols["t"], cols["p"])
+        return _Columns(
+            cols["x"], cols["y"], cols["t"], cols["p"], geometry=_header_geometry(header)
+        )
     events = Wizard(encoding=encoding).read(path)
     if events is None:
         raise _Bad("empty", "the recording holds no CD events")
@@ -573,6 +614,7 @@ def _read_prophesee(path: Path, options: ReadOptions) -> _Columns:
         events["y"].astype(np.int64),
         events["t"].astype(np.int64),
         events["p"].astype(np.int64),
+        geometry=_header_geometry(header),
     )
 
 
@@ -643,7 +685,7 @@ def read_recording(path: str | Path, options: ReadOptions | None = None) -> Reco
     moved = first if cols.absolute_clock or first > ABSOLUTE_CLOCK_US else 0
     if moved:
         events["t"] -= moved
-    return RecordingEvents(events, moved)
+    return RecordingEvents(events, moved, cols.geometry)
 
 
 # --------------------------------------------------------------------------- splits
@@ -657,8 +699,10 @@ class FolderSplit:
     :class:`~spikescale.tonic_datasets.TonicSplit` does (same ``on_bad_sample`` and
     ``max_samples_per_class`` rules; an iteration without a usable recording raises
     :class:`~spikescale.tonic_datasets.BadSampleError` at its end). Once an iteration has
-    ended, ``skipped`` counts the recordings left out by reason and ``moved_to_zero``
-    the recordings moved to start at ``t = 0``.
+    ended, ``skipped`` counts the recordings left out by reason, ``moved_to_zero`` the
+    recordings moved to start at ``t = 0``, and ``extent`` is the smallest sensor that
+    holds every usable recording's events and stated geometry, ``(width, height,
+    polarities)``.
     """
 
     name: str
@@ -669,6 +713,7 @@ class FolderSplit:
     max_samples_per_class: int | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     moved_to_zero: int = 0
+    extent: tuple[int, int, int] = (0, 0, 0)
 
     def __post_init__(self) -> None:
         if self.on_bad_sample not in ON_BAD_SAMPLE:
@@ -696,6 +741,7 @@ class FolderSplit:
         skipped = Counter({reason: 0 for reason in SKIP_REASONS})
         kept: Counter = Counter()
         moved = 0
+        extent = np.zeros(3, dtype=np.int64)
         for rec in tqdm(self.recordings, desc=self.name, unit="file", disable=None):
             if self.max_samples_per_class is not None and kept[rec.label] >= (
                 self.max_samples_per_class
@@ -711,8 +757,16 @@ class FolderSplit:
                 continue
             kept[rec.label] += 1
             moved += bool(read.moved_by_us)
-            yield read.events, rec.label
+            ev = read.events
+            extent = np.maximum(
+                extent,
+                [int(ev["x"].max()) + 1, int(ev["y"].max()) + 1, int(ev["p"].max()) + 1],
+            )
+            if read.geometry is not None:
+                extent = np.maximum(extent, read.geometry)
+            yield ev, rec.label
         self.skipped, self.moved_to_zero = dict(skipped), moved
+        self.extent = tuple(int(e) for e in extent)
         if not sum(kept.values()):
             raise BadSampleError(
                 Path(self.name),
@@ -757,22 +811,18 @@ def open_folder(
 
 
 def infer_sensor_size(splits: Iterable[FolderSplit]) -> tuple[int, int, int]:
-    """``(max x + 1, max y + 1, max p + 1)`` over every usable recording of ``splits``.
+    """The sensor of ``splits``: ``(max x + 1, max y + 1, max p + 1)`` over every usable
+    recording, widened to the geometry a file states (AEDAT 4's ``sizeX``/``sizeY``,
+    Prophesee's header), so that a border no event reached still counts.
 
     Reads every recording (a pass before the one that writes the events), skipping or
     raising on bad recordings as each split's ``on_bad_sample`` says.
     """
     extent = np.zeros(3, dtype=np.int64)
     for split in splits:
-        for events, _ in split:
-            extent = np.maximum(
-                extent,
-                [
-                    int(events["x"].max()) + 1,
-                    int(events["y"].max()) + 1,
-                    int(events["p"].max()) + 1,
-                ],
-            )
+        for _ in split:
+            pass
+        extent = np.maximum(extent, split.extent)
     return tuple(int(e) for e in extent)
 
 
