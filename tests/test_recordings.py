@@ -31,6 +31,7 @@ from spikescale.recordings import (
     FORMATS,
     ReadOptions,
     RecordingFolderError,
+    decode_evt3,
     find_recordings,
     infer_sensor_size,
     open_folder,
@@ -198,6 +199,31 @@ def test_evt3_time_high_boundary(tmp_path):
     # fixed and could decode EVT 3.0 for the project again
     theirs = library_reading(tmp_path / "b.raw")["t"][:4].tolist()
     assert theirs == [10, 4090, 4100 + 4096, 70_000 + 4096]
+
+
+def test_evt3_decoder_word_by_word():
+    words = [
+        0x2001,  # an event before any time base: dropped
+        0x8000,  # TIME_HIGH 0
+        0x2002,  # an event before any row: dropped
+        0x0803,  # EVT_ADDR_Y 3, system-type bit set
+        0x6005,  # TIME_LOW 5
+        0x2807,  # EVT_ADDR_X 7, ON
+        0x300A,  # VECT_BASE_X 10, OFF
+        0x5005,  # VECT_8 0b101: x 10 and 12; the base moves on by 8
+        0xA123,  # an external trigger: ignored
+        0x4001,  # VECT_12 0b1: x 18
+        0x8001,  # TIME_HIGH 1: t = 4096 until a TIME_LOW comes
+        0x2002,  # EVT_ADDR_X 2, OFF
+    ]
+    got = decode_evt3(np.array(words, dtype=np.uint16))
+    assert list(zip(*(got[n].tolist() for n in ("x", "y", "t", "p")))) == [
+        (7, 3, 5, 1),
+        (10, 3, 5, 0),
+        (12, 3, 5, 0),
+        (18, 3, 5, 0),
+        (2, 3, 4096, 0),
+    ]
 
 
 @pytest.mark.parametrize("fmt", ["npy", "npz", "bin", "aedat4", "dat", "evt2", "evt3"])

@@ -486,12 +486,14 @@ _EVT_TYPES = {
 }
 
 
-def _check_word_types(path: Path, header_bytes: int, encoding: str) -> None:
-    """Raise _Bad at the first word of a type the encoding does not define."""
+def _checked_words(path: Path, header_bytes: int, encoding: str) -> np.ndarray:
+    """The file's EVT words; raise _Bad at the first of a type the encoding does not define."""
     dtype, shift = ("<u4", 28) if encoding == "evt2" else ("<u2", 12)
     words = np.fromfile(path, dtype=dtype, offset=header_bytes)
     types = words >> shift
-    unknown = np.flatnonzero(~np.isin(types, _EVT_TYPES[encoding]))
+    defined = np.zeros(16, dtype=bool)
+    defined[list(_EVT_TYPES[encoding])] = True
+    unknown = np.flatnonzero(~defined[types])
     if len(unknown):
         at = int(unknown[0])
         raise _Bad(
@@ -500,14 +502,15 @@ def _check_word_types(path: Path, header_bytes: int, encoding: str) -> None:
             f"{int(types[at]):#x}, which {encoding.upper()} does not define "
             f"({len(unknown)} such words)",
         )
+    return words
 
 
-def _last_position(mask: np.ndarray) -> np.ndarray:
-    """For every word, the index of the latest word (itself included) where ``mask`` holds.
+def _latest(positions: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Index into ``positions`` (sorted) of the latest one at or before each of ``at``.
 
-    -1 before the first such word.
+    -1 where none is.
     """
-    return np.maximum.accumulate(np.where(mask, np.arange(len(mask)), -1))
+    return np.searchsorted(positions, at, side="right") - 1
 
 
 def decode_evt3(words: np.ndarray) -> dict[str, np.ndarray]:
@@ -524,43 +527,46 @@ def decode_evt3(words: np.ndarray) -> dict[str, np.ndarray]:
     not (``tests/test_recordings.py::test_evt3_time_high_boundary``).
     """
     words = np.asarray(words, dtype=np.uint16)
-    kind = (words >> 12).astype(np.int64)
-    payload = (words & 0xFFF).astype(np.int64)
-    is_high, is_low, is_y = kind == 0x8, kind == 0x6, kind == 0x0
-    is_x, is_base = kind == 0x2, kind == 0x3
-    width = np.where(kind == 0x4, 12, np.where(kind == 0x5, 8, 0))
+    kind = words >> 12
+    payload = words & 0xFFF
+    highs, lows = np.flatnonzero(kind == 0x8), np.flatnonzero(kind == 0x6)
+    rows, bases = np.flatnonzero(kind == 0x0), np.flatnonzero(kind == 0x3)
+    singles = np.flatnonzero(kind == 0x2)
+    vectors = np.flatnonzero((kind == 0x4) | (kind == 0x5))
 
-    high = payload[is_high]
+    # vector words: their first column and the events their masks hold
+    v_base = _latest(bases, vectors)
+    vectors, v_base = vectors[v_base >= 0], v_base[v_base >= 0]
+    width = np.where(kind[vectors] == 0x4, 12, 8)
+    before = np.cumsum(width) - width  # columns advanced by earlier vector words
+    first_after_base = np.searchsorted(vectors, bases[v_base], side="right")
+    base_word = payload[bases[v_base]].astype(np.int64)
+    column0 = (base_word & 0x7FF) + before - before[np.minimum(first_after_base, len(before) - 1)]
+    bit = np.arange(12)
+    mask = (width[:, None] > bit) & (((payload[vectors, None] >> bit) & 1) == 1)
+    v_word, v_bit = np.nonzero(mask)
+
+    at = np.concatenate([singles, vectors[v_word]])
+    x = np.concatenate([payload[singles] & 0x7FF, column0[v_word] + v_bit]).astype(np.int64)
+    p = np.concatenate([(payload[singles] >> 11) & 1, (base_word[v_word] >> 11) & 1])
+    # both parts are in word order (a vector's events by bit): a stable sort merges them
+    order = np.argsort(at, kind="stable")
+    at, x, p = at[order], x[order], p[order].astype(np.int64)
+
+    high = payload[highs].astype(np.int64)
     loops = np.concatenate(([0], np.cumsum(high[1:] < high[:-1]))) if len(high) else high
     full_high = (loops << 24) + (high << 12)
-    last_high = _last_position(is_high)
-    n_high = np.cumsum(is_high) - 1  # index into full_high of the latest TIME_HIGH
-    last_low = _last_position(is_low)
-    low = np.where(last_low > last_high, payload[np.maximum(last_low, 0)], 0)
-    t = np.where(last_high >= 0, full_high[np.maximum(n_high, 0)] if len(high) else 0, -1) + low
-    last_y = _last_position(is_y)
-    y = payload[np.maximum(last_y, 0)] & 0x7FF  # bit 11: the system type, not the row
-    last_base = _last_position(is_base)
-    base_payload = payload[np.maximum(last_base, 0)]
-    covered = np.cumsum(width)  # columns advanced by vector words, up to and including each
-    column0 = (base_payload & 0x7FF) + covered - width - covered[np.maximum(last_base, 0)]
-    known = (last_high >= 0) & (last_y >= 0)
-
-    singles = np.flatnonzero(is_x & known)
-    vectors = np.flatnonzero((width > 0) & known & (last_base >= 0))
-    bit = np.arange(12)
-    mask = np.where(width[vectors, None] > bit, (payload[vectors, None] >> bit) & 1, 0)
-    v_word, v_bit = np.nonzero(mask)
-    v_index = vectors[v_word]
-    index = np.concatenate([singles, v_index])
-    order = np.lexsort((np.concatenate([np.zeros(len(singles), np.int64), v_bit]), index))
+    k_high, k_low, k_row = _latest(highs, at), _latest(lows, at), _latest(rows, at)
+    known = (k_high >= 0) & (k_row >= 0)
+    if not known.all():
+        at, x, p, k_high, k_low, k_row = (a[known] for a in (at, x, p, k_high, k_low, k_row))
+    low_since_high = (k_low >= 0) & (lows[np.maximum(k_low, 0)] > highs[k_high])
+    low = np.where(low_since_high, payload[lows[np.maximum(k_low, 0)]], 0).astype(np.int64)
     return {
-        "x": np.concatenate([payload[singles] & 0x7FF, column0[v_index] + v_bit])[order],
-        "y": y[index][order],
-        "t": t[index][order],
-        "p": np.concatenate([(payload[singles] >> 11) & 1, (base_payload[v_index] >> 11) & 1])[
-            order
-        ],
+        "x": x,
+        "y": (payload[rows[k_row]] & 0x7FF).astype(np.int64),  # bit 11: system type
+        "t": full_high[k_high] + low,
+        "p": p,
     }
 
 
@@ -596,9 +602,9 @@ def _read_prophesee(path: Path, options: ReadOptions) -> _Columns:
                 "expected CD events (type 0x0c, or 0x00 in older files) of 8 bytes",
             )
     else:
-        _check_word_types(path, header_bytes, encoding)
+        words = _checked_words(path, header_bytes, encoding)
     if encoding == "evt3":
-        cols = decode_evt3(np.fromfile(path, dtype="<u2", offset=header_bytes))
+        cols = decode_evt3(words)
         if not len(cols["x"]):
             raise _Bad("empty", "the recording holds no CD events")
         return _Columns(
