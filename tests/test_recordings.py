@@ -16,6 +16,8 @@ from expelliarmus import Wizard
 
 from fake_datasets import random_events
 from recording_formats import (
+    AEDAT4_MAGIC,
+    aedat4_ioheader,
     encode_evt2,
     evt3_order,
     write_aedat4,
@@ -245,6 +247,14 @@ def test_file_without_events_is_empty(tmp_path, fmt):
     assert info.value.reason == "empty", str(info.value)
 
 
+def test_aedat4_without_packets_is_empty(tmp_path):
+    path = tmp_path / "header_only.aedat4"
+    path.write_bytes(AEDAT4_MAGIC + aedat4_ioheader(64, 48))
+    with pytest.raises(BadSampleError, match="no packets") as info:
+        read_recording(path)
+    assert info.value.reason == "empty"
+
+
 @pytest.mark.parametrize("fmt", ["npy", "bin", "aedat4", "dat", "evt2", "evt3"])
 def test_events_outside_a_given_sensor(tmp_path, fmt):
     ev = events(seed=6, sensor=(100, 48, 2))
@@ -264,6 +274,7 @@ def test_events_outside_a_given_sensor(tmp_path, fmt):
         ("wrongtype.dat", b"% Version 2\n" + bytes([0x2A, 8]) + b"\x00" * 16),
         ("magic.aedat4", b"#!AER-DAT3.1\r\n" + b"\x00" * 32),
         ("plain.npy", None),
+        ("negative.npy", None),
         ("nofield.npy", None),
         ("text.npz", b"not a zip archive"),
     ],
@@ -272,6 +283,10 @@ def test_corrupt_files_are_named(tmp_path, name, data):
     path = tmp_path / name
     if name == "plain.npy":
         np.save(path, np.arange(12).reshape(3, 4))
+    elif name == "negative.npy":
+        ev = events(seed=8, n=10)
+        ev["t"] -= 5
+        write_npy(path, ev)
     elif name == "nofield.npy":
         np.save(path, np.zeros(3, dtype=[("x", "i2"), ("y", "i2"), ("ts", "i8")]))
     else:

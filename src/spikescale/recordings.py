@@ -194,17 +194,28 @@ def stratified_split(
     return train_idx, test_idx
 
 
+def _warn_untested(classes: tuple[str, ...], tested: set[int], why: str) -> None:
+    untested = [c for i, c in enumerate(classes) if i not in tested]
+    if untested:
+        log.warning(
+            "classes without test recordings (%s): %s; their test accuracy is unmeasured",
+            why,
+            ", ".join(untested),
+        )
+
+
 def find_recordings(root: str | Path, *, test_fraction: float, seed: int) -> RecordingFolder:
     """Find and split the recordings under ``root`` (see the module docstring); read none.
 
     Raises :class:`~spikescale.tonic_datasets.DatasetNotFoundError` for a missing or empty
     root and :class:`RecordingFolderError` for any other departure from the layout.
     """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DatasetNotFoundError(
-            f"recordings folder {root} does not exist; {_expected_layout(root)}"
-        )
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DatasetNotFoundError(f"recordings folder {root} {what}; {_expected_layout(root)}")
     train_dir, test_dir = root / "train", root / "test"
     if not train_dir.is_dir():
         what = "is empty" if not any(root.iterdir()) else "has no train folder"
@@ -230,6 +241,7 @@ def find_recordings(root: str | Path, *, test_fraction: float, seed: int) -> Rec
                 f"test share (test_fraction {test_fraction}); add <root>/test/<class>/... or "
                 "more recordings"
             )
+        _warn_untested(classes, {train[i].label for i in test_idx}, "one recording")
         return RecordingFolder(
             root,
             classes,
@@ -245,6 +257,7 @@ def find_recordings(root: str | Path, *, test_fraction: float, seed: int) -> Rec
             "must have training recordings"
         )
     test = [Recording(f, index[c]) for c in sorted(test_classes) for f in test_classes[c]]
+    _warn_untested(classes, {r.label for r in test}, f"no folder in {test_dir}")
     return RecordingFolder(root, classes, tuple(train), tuple(test), test_split_from_train=False)
 
 
@@ -400,8 +413,10 @@ def _read_aedat4(path: Path, options: ReadOptions) -> _Columns:
         events = read_aedat4(str(path))
     except Exception as err:  # the Rust decoder and tonic raise plain exceptions
         text = str(err)
-        if "there are no events" in text:
-            raise _Bad("empty", f"no event stream or no events ({text})") from err
+        if "there are no events" in text:  # tonic: no event stream in the header
+            raise _Bad("empty", "the file has no event stream") from err
+        if "need at least one array" in text:  # tonic concatenates no packets
+            raise _Bad("empty", "the event stream has no packets") from err
         raise _Bad(
             "corrupt", f"not a readable AEDAT 4 file ({type(err).__name__}: {text})"
         ) from err
@@ -635,7 +650,13 @@ _READERS = {
 
 
 def _check_columns(cols: _Columns, sensor_size: tuple[int, int, int] | None) -> None:
-    """Raise _Bad for an empty recording or addresses outside the (given) sensor."""
+    """Raise _Bad for an empty recording, negative times or addresses outside the sensor."""
+    if len(cols.t) and cols.t.min() < 0:
+        raise _Bad(
+            "corrupt",
+            f"{int(np.count_nonzero(cols.t < 0))} of {len(cols.t)} timestamps are negative "
+            f"(down to {int(cols.t.min())} us); expected times from 0",
+        )
     if sensor_size is not None:
         _check_events({"x": cols.x, "y": cols.y, "p": cols.p}, sensor_size)
         return
