@@ -377,6 +377,9 @@ def test_split_off_train_is_stratified_seeded_and_disjoint(tmp_path):
     assert again == folder
     other = find_recordings(tmp_path, test_fraction=0.2, seed=4)
     assert {r.path for r in other.test} != {r.path for r in folder.test}
+    splits = open_folder(tmp_path, test_fraction=0.2, seed=3)
+    assert with_sensor_size(splits, SENSOR)["test"].metadata()["test_split_off_train"]
+    assert [r.path for r in splits["test"].recordings] == [r.path for r in folder.test]
 
 
 def test_stratified_split_bounds():
@@ -459,6 +462,13 @@ def test_bad_recordings_error_or_skip_and_count(tmp_path):
     assert [label for _, label in kept] == [0, 0, 1, 1]
     assert lenient["train"].skipped == {"corrupt": 1, "empty": 1, "outside_sensor": 1}
     assert lenient["train"].moved_to_zero == 1  # the AEDAT 4 recording
+    assert lenient["train"].sample_paths == [
+        "train/a/rec00.npy", "train/a/rec02.raw", "train/b/rec00.bin", "train/b/rec01.aedat4"
+    ]  # fmt: skip
+    assert lenient["train"].metadata() == {
+        "recordings_moved_to_t0": 1,
+        "test_split_off_train": False,
+    }
 
 
 def test_sensor_size_inferred_over_both_splits(tmp_path):

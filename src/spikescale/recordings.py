@@ -727,9 +727,10 @@ class FolderSplit:
     ``max_samples_per_class`` rules; an iteration without a usable recording raises
     :class:`~spikescale.tonic_datasets.BadSampleError` at its end). Once an iteration has
     ended, ``skipped`` counts the recordings left out by reason, ``moved_to_zero`` the
-    recordings moved to start at ``t = 0``, and ``extent`` is the smallest sensor that
-    holds every usable recording's events and stated geometry, ``(width, height,
-    polarities)``.
+    recordings moved to start at ``t = 0``, ``extent`` is the smallest sensor that holds
+    every usable recording's events and stated geometry, ``(width, height, polarities)``,
+    and ``sample_paths`` names the file of each sample yielded (relative to ``root``), in
+    order. :meth:`metadata` gathers what the event file should say about them.
     """
 
     name: str
@@ -738,9 +739,12 @@ class FolderSplit:
     options: ReadOptions = field(default_factory=ReadOptions)
     on_bad_sample: str = "error"
     max_samples_per_class: int | None = None
+    root: Path | None = None
+    split_off_train: bool = False
     skipped: dict[str, int] = field(default_factory=dict)
     moved_to_zero: int = 0
     extent: tuple[int, int, int] = (0, 0, 0)
+    sample_paths: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.on_bad_sample not in ON_BAD_SAMPLE:
@@ -762,6 +766,23 @@ class FolderSplit:
     def sensor_size(self) -> tuple[int, int, int] | None:
         return self.options.sensor_size
 
+    def _relative(self, path: Path) -> str:
+        # relative to the root, so the event file's bytes do not depend on where it lies
+        return path.relative_to(self.root).as_posix() if self.root else path.as_posix()
+
+    def metadata(self) -> dict:
+        """What the event file should record about this split (after an iteration).
+
+        ``recordings_moved_to_t0``: recordings on an absolute clock, moved to start at
+        their first event; ``test_split_off_train``: the test split was drawn from
+        ``<root>/train``. (``sample_paths`` is left to the caller: 60,000 paths are about
+        2 MB of metadata.)
+        """
+        return {
+            "recordings_moved_to_t0": self.moved_to_zero,
+            "test_split_off_train": self.split_off_train,
+        }
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
         from tqdm.auto import tqdm
 
@@ -769,6 +790,7 @@ class FolderSplit:
         kept: Counter = Counter()
         moved = 0
         extent = np.zeros(3, dtype=np.int64)
+        paths: list[str] = []
         for rec in tqdm(self.recordings, desc=self.name, unit="file", disable=None):
             if self.max_samples_per_class is not None and kept[rec.label] >= (
                 self.max_samples_per_class
@@ -791,9 +813,11 @@ class FolderSplit:
             )
             if read.geometry is not None:
                 extent = np.maximum(extent, read.geometry)
+            paths.append(self._relative(rec.path))
             yield ev, rec.label
         self.skipped, self.moved_to_zero = dict(skipped), moved
         self.extent = tuple(int(e) for e in extent)
+        self.sample_paths = paths
         if not sum(kept.values()):
             raise BadSampleError(
                 Path(self.name),
@@ -832,6 +856,8 @@ def open_folder(
             options,
             on_bad_sample,
             max_samples_per_class,
+            root=folder.root,
+            split_off_train=folder.test_split_from_train,
         )
         for split in SPLITS
     }
@@ -865,6 +891,8 @@ def with_sensor_size(
             ReadOptions(sensor_size=tuple(sensor_size), time_unit=s.options.time_unit),
             s.on_bad_sample,
             s.max_samples_per_class,
+            root=s.root,
+            split_off_train=s.split_off_train,
         )
         for name, s in splits.items()
     }
