@@ -6,11 +6,12 @@ readers under test, so that reading a written file back checks the reader:
 * ``.npy`` / ``.npz``: NumPy structured arrays with fields x, y, t, p.
 * ``.bin``: N-MNIST's 40-bit events (``fake_datasets.encode_nmnist``).
 * ``.aedat4``: iniVation's AEDAT 4 container: the magic line ``#!AER-DAT4.0\\r\\n``, a
-  size-prefixed flatbuffer ``IOHE`` header whose description (DV's XML) names one
-  ``EVTS`` stream with its ``sizeX``/``sizeY``, then packets: stream id (u32), size (u32)
-  and a size-prefixed flatbuffer ``EVTS`` ``EventPacket`` whose vector holds 16-byte
-  ``Event`` structs (int64 t, int16 x, int16 y, bool on, 3 bytes padding). The
-  flatbuffers are laid out by hand (the ``flatbuffers`` package is not a dependency).
+  size-prefixed flatbuffer ``IOHE`` header (the packets' compression, and a description,
+  DV's XML, naming one ``EVTS`` stream with its ``sizeX``/``sizeY``), then packets: stream
+  id (u32), size (u32) and a size-prefixed flatbuffer ``EVTS`` ``EventPacket`` whose
+  vector holds 16-byte ``Event`` structs (int64 t, int16 x, int16 y, bool on, 3 bytes
+  padding), uncompressed or as an LZ4 / Zstandard frame. The flatbuffers are laid out by
+  hand (the ``flatbuffers`` package is not a dependency).
 * ``.dat``: Prophesee DAT: ``% ...`` header lines, an event type byte (0x0C, CD) and an
   event size byte (8), then per event a u32 timestamp and a u32 with x in bits 0-13, y in
   bits 14-27 and polarity in bits 28-31, little-endian.
@@ -80,8 +81,11 @@ def _pad(data: bytes, align: int) -> bytes:
     return data + b"\0" * (-len(data) % align)
 
 
-def aedat4_ioheader(width: int, height: int) -> bytes:
-    """The size-prefixed ``IOHE`` flatbuffer: no compression, one EVTS stream (id 0)."""
+AEDAT4_COMPRESSION = {"none": 0, "lz4": 1, "zstd": 3}  # the IOHeader's Compression enum
+
+
+def aedat4_ioheader(width: int, height: int, compression: str = "none") -> bytes:
+    """The size-prefixed ``IOHE`` flatbuffer: the packets' compression, one EVTS stream (0)."""
     description = (
         '<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
         '<node name="0" path="/mainloop/Recorder/outInfo/0/">'
@@ -96,18 +100,25 @@ def aedat4_ioheader(width: int, height: int) -> bytes:
         '<attr key="source" type="string">DVXplorer_test</attr>'
         "</node></node></node></dv>"
     ).encode()
-    # offsets from the start of the buffer after the size prefix
-    vtable = struct.pack("<HHHHH", 10, 8, 0, 0, 4)  # 3 fields, only description (field 2)
+    # offsets from the start of the buffer after the size prefix; the table holds its
+    # vtable offset, the description's offset (field 2) and the compression (field 0)
+    vtable = struct.pack("<HHHHH", 10, 12, 8, 0, 4)
     vtable_at, table_at = 8, 20
     body = struct.pack("<I", table_at) + b"IOHE" + vtable + b"\0\0"
-    string_at = table_at + 8
-    body += struct.pack("<iI", table_at - vtable_at, string_at - (table_at + 4))
+    string_at = table_at + 12
+    body += struct.pack(
+        "<iIi", table_at - vtable_at, string_at - (table_at + 4), AEDAT4_COMPRESSION[compression]
+    )
     body += _pad(struct.pack("<I", len(description)) + description + b"\0", 4)
     return struct.pack("<I", len(body)) + body
 
 
-def aedat4_event_packet(events: np.ndarray, stream_id: int = 0) -> bytes:
-    """One packet: stream id, size, size-prefixed ``EVTS`` flatbuffer of Event structs."""
+def aedat4_event_packet(events: np.ndarray, stream_id: int = 0, compression: str = "none") -> bytes:
+    """One packet: stream id, size, size-prefixed ``EVTS`` flatbuffer of Event structs.
+
+    With ``compression`` ``lz4`` or ``zstd`` the flatbuffer is an LZ4 frame or a Zstandard
+    frame (pyarrow's codecs), as DV writes them.
+    """
     # offsets from the start of the buffer, size prefix included (the decoder verifies
     # alignment there): vtable at 12, table at 20, vector length at 28, structs from 32
     vtable = struct.pack("<HHH", 6, 8, 4)
@@ -128,14 +139,26 @@ def aedat4_event_packet(events: np.ndarray, stream_id: int = 0) -> bytes:
     elements["on"] = events["p"]
     body = head + table + struct.pack("<I", len(events)) + elements.tobytes()
     buffer = struct.pack("<I", len(body)) + body
+    if compression != "none":
+        import pyarrow as pa
+
+        codec = {"lz4": "lz4_frame", "zstd": "zstd"}[compression]
+        buffer = pa.compress(buffer, codec=codec, asbytes=True)
     return struct.pack("<II", stream_id, len(buffer)) + buffer
 
 
-def write_aedat4(path: Path, events: np.ndarray, width: int, height: int, packets: int = 2) -> Path:
-    """An uncompressed AEDAT 4 file; the events go into ``packets`` packets."""
-    parts = [AEDAT4_MAGIC, aedat4_ioheader(width, height)]
+def write_aedat4(
+    path: Path,
+    events: np.ndarray,
+    width: int,
+    height: int,
+    packets: int = 2,
+    compression: str = "none",
+) -> Path:
+    """An AEDAT 4 file; the events go into ``packets`` packets, compressed as asked."""
+    parts = [AEDAT4_MAGIC, aedat4_ioheader(width, height, compression)]
     for chunk in np.array_split(events, packets):
-        parts.append(aedat4_event_packet(chunk))
+        parts.append(aedat4_event_packet(chunk, compression=compression))
     _out(path).write_bytes(b"".join(parts))
     return Path(path)
 

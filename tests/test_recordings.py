@@ -138,6 +138,17 @@ def test_aedat4_absolute_clock_is_moved_to_the_first_event(tmp_path):
     assert read_recording(write_aedat4(tmp_path / "b.aedat4", late, 64, 48)).moved_by_us == 5000
 
 
+@pytest.mark.parametrize("compression", ["lz4", "zstd"])
+def test_compressed_aedat4(tmp_path, compression):
+    """DV compresses packets (LZ4 by default); the reader takes what the header says."""
+    ev = events(seed=15, t0=EPOCH_US)
+    path = write_aedat4(tmp_path / "c.aedat4", ev, 64, 48, packets=3, compression=compression)
+    got = read_recording(path, ReadOptions(sensor_size=SENSOR))
+    np.testing.assert_array_equal(got.events["t"], ev["t"] - EPOCH_US)
+    assert_events_equal(library_reading(path), ev)
+    assert got.geometry == SENSOR
+
+
 def test_numpy_time_units_and_absolute_clock(tmp_path):
     ev = events(seed=3)
     ms = np.zeros(len(ev), dtype=[("x", "<i4"), ("y", "<i4"), ("t", "<f8"), ("p", "?")])
