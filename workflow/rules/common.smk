@@ -6,7 +6,14 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-from spikescale.params import ParamsError, canonical, factor_label, validate as validate_params
+from spikescale.dataset import require_dataset
+from spikescale.params import (
+    DatasetParams,
+    ParamsError,
+    canonical,
+    factor_label,
+    validate as validate_params,
+)
 from spikescale.sources import stage_sources
 
 try:
@@ -32,6 +39,15 @@ PLOTS = [
 NIR = f"{RESULTS}/snn_recommended.nir"
 GPU = 1 if PARAMS["device"] == "cuda" else 0
 RAW = PARAMS["dataset"]["root"]
+
+# A missing dataset stops the run here, before any job, with the message the `events` stage
+# would give (where it looked, the layout, how to download). Event files already made (or
+# pulled with DVC) need no raw data.
+if not all(os.path.exists(f"{EVENTS}/{split}.parquet") for split in ("train", "test")):
+    try:
+        require_dataset(DatasetParams(**PARAMS["dataset"]))
+    except FileNotFoundError as err:
+        raise WorkflowError(str(err)) from None
 
 # The command all jobs run, an input of each (`{input.spikescale}`): workflow/bin/spikescale
 # runs the checkout's .venv/bin/spikescale (else the one on PATH), so rules need no PATH set
