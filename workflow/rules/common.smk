@@ -49,7 +49,8 @@ if not all(os.path.exists(f"{EVENTS}/{split}.parquet") for split in ("train", "t
     except FileNotFoundError as err:
         raise WorkflowError(str(err)) from None
 
-# The command all jobs run, an input of each (`{input.spikescale}`): workflow/bin/spikescale
+# The command all jobs run, an input of each (`{input.spikescale}`, ancient: it picks the
+# program and changes no result, so its edits rerun nothing): workflow/bin/spikescale
 # runs the checkout's .venv/bin/spikescale (else the one on PATH), so rules need no PATH set
 # up, here or on a Slurm node (under `--sdm conda`, the rule's conda environment's).
 SPIKESCALE = os.path.relpath(os.path.join(workflow.basedir, "workflow", "bin", "spikescale"))

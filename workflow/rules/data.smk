@@ -2,7 +2,7 @@ rule events:
     input:
         raw_datasets,
         code=sources("events"),
-        spikescale=SPIKESCALE,
+        spikescale=ancient(SPIKESCALE),
     output:
         f"{EVENTS}/train.parquet",
         f"{EVENTS}/test.parquet",
@@ -24,7 +24,7 @@ rule frames:
         f"{EVENTS}/train.parquet",
         f"{EVENTS}/test.parquet",
         code=sources("frames"),
-        spikescale=SPIKESCALE,
+        spikescale=ancient(SPIKESCALE),
     output:
         f"{FRAMES}/train.npz",
         f"{FRAMES}/test.npz",

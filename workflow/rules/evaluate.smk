@@ -3,7 +3,7 @@ rule evaluate:
         snn=f"{MODELS}/snn.pt",
         events=f"{EVENTS}/test.parquet",
         code=sources("evaluate"),
-        spikescale=SPIKESCALE,
+        spikescale=ancient(SPIKESCALE),
     output:
         [f"{RESULTS}/scale/factor_{{factor}}{part}.parquet" for part in FACTOR_PARTS],
     log:
@@ -32,7 +32,7 @@ rule refine:
         snn=f"{MODELS}/snn.pt",
         events=f"{EVENTS}/test.parquet",
         code=sources("refine"),
-        spikescale=SPIKESCALE,
+        spikescale=ancient(SPIKESCALE),
     output:
         [f"{RESULTS}/refined{part}.parquet" for part in FACTOR_PARTS],
     log:
@@ -62,7 +62,7 @@ rule collect:
         snn=f"{MODELS}/snn.pt",
         events=f"{EVENTS}/test.parquet",
         code=sources("collect"),
-        spikescale=SPIKESCALE,
+        spikescale=ancient(SPIKESCALE),
     output:
         SWEEP,
         f"{RESULTS}/layers.parquet",

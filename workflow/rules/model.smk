@@ -4,7 +4,7 @@ rule train:
         f"{FRAMES}/test.npz",
         events=f"{EVENTS}/test.parquet",
         code=sources("train"),
-        spikescale=SPIKESCALE,
+        spikescale=ancient(SPIKESCALE),
     output:
         model=f"{MODELS}/cnn.pt",
         report=f"{MODELS}/training.json",
@@ -30,7 +30,7 @@ rule normalise:
         cnn=f"{MODELS}/cnn.pt",
         frames=f"{FRAMES}/train.npz",
         code=sources("normalise"),
-        spikescale=SPIKESCALE,
+        spikescale=ancient(SPIKESCALE),
     output:
         model=f"{MODELS}/cnn_normalised.pt",
         table=f"{MODELS}/normalisation.json",
@@ -50,7 +50,7 @@ rule convert:
     input:
         cnn=f"{MODELS}/cnn_normalised.pt",
         code=sources("convert"),
-        spikescale=SPIKESCALE,
+        spikescale=ancient(SPIKESCALE),
     output:
         snn=f"{MODELS}/snn.pt",
         summary=f"{MODELS}/snn_layers.json",

@@ -4,7 +4,7 @@ rule report:
         f"{RESULTS}/layers.parquet",
         f"{RESULTS}/timecourse.parquet",
         code=sources("report"),
-        spikescale=SPIKESCALE,
+        spikescale=ancient(SPIKESCALE),
     output:
         report(PLOTS[0], caption="../report/accuracy.rst", category="Sweep"),
         report(PLOTS[1], caption="../report/pareto.rst", category="Sweep"),
@@ -28,7 +28,7 @@ rule export:
         snn=f"{MODELS}/snn.pt",
         recommendation=f"{RESULTS}/recommendation.json",
         code=sources("export"),
-        spikescale=SPIKESCALE,
+        spikescale=ancient(SPIKESCALE),
     output:
         NIR,
     log:
