@@ -87,8 +87,9 @@ def init_dvc(cwd: Path) -> None:
     run(["git", "init", "-q"], cwd)
     run(["git", "config", "user.email", "test@spikescale"], cwd)
     run(["git", "config", "user.name", "spikescale tests"], cwd)
-    run([str(BIN / "dvc"), "init", "-q"], cwd)
-    run([str(BIN / "dvc"), "config", "core.analytics", "false"], cwd)
+    if not (cwd / ".dvc" / "config").is_file():  # the project ships DVC initialised
+        run([str(BIN / "dvc"), "init", "-q"], cwd)
+        run([str(BIN / "dvc"), "config", "core.analytics", "false"], cwd)
     run(["git", "add", "-A"], cwd)
     run(["git", "commit", "-qm", "project"], cwd)
 

@@ -183,7 +183,10 @@ def cmd_schema(a) -> None:
 
 
 def cmd_check(a) -> None:
+    from spikescale.dataset import require_dataset
+
     p = _params(a.params)
+    require_dataset(p.dataset)  # a missing dataset, with where it was looked for
     print(f"{a.params}: valid (params hash {P.params_hash(p)})")
 
 

@@ -32,8 +32,23 @@ class SplitSource:
     skipped: Callable[[], dict[str, int]]  # complete once the chunks are exhausted
 
 
+def require_dataset(p: DatasetParams) -> None:
+    """Fail now, with the stage's full message, if the configured dataset is not there.
+
+    Cheap (lists folders, reads no recording), for `spikescale check` and the Snakefile
+    before any job. The built-in ``digits`` needs no data; with ``download: true`` a missing
+    tonic dataset is fine (the stage downloads it).
+    """
+    if p.name == "digits":
+        return
+    from spikescale.tonic_datasets import require_present
+
+    require_present(p.name, p.root, download=p.download)
+
+
 def open_splits(p: DatasetParams) -> dict[str, SplitSource]:
     """Both splits of the configured dataset, located (a missing one fails here), not read."""
+    require_dataset(p)
     if p.name == "digits":
         from spikescale.digits import make_digits
 

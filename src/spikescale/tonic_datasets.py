@@ -184,6 +184,26 @@ def load_tonic(
     ).load()
 
 
+def require_present(name: str, root: str | Path, download: bool = False) -> None:
+    """Fail unless both splits of tonic dataset ``name`` can be found under ``root``.
+
+    The cheap part of :func:`open_tonic`, for checks before any job: folders are listed
+    (recordings or archives must be there) but nothing is read, extracted or downloaded.
+    A missing split raises :class:`DatasetNotFoundError` with the message the stage gives
+    (where it looked, the layout, how to get the data); with ``download`` a missing split
+    is fine, the stage downloads it.
+    """
+    if download:
+        _layout(name)
+        return
+    root = Path(root).expanduser()
+    tonic_cls = _tonic_class(_layout(name))
+    for split in SPLITS:
+        found, looked = _locate(name, root, split, tonic_cls, extract=False)
+        if found is None:
+            raise DatasetNotFoundError(_not_found_message(name, root, split, looked, download))
+
+
 def open_tonic(
     name: str,
     root: str | Path,
@@ -380,8 +400,11 @@ def _enumerate(name: str, split_dir: Path, tonic_cls) -> list[tuple[int, Path]]:
     return sorted(items, key=lambda item: (item[0], item[1].relative_to(split_dir).as_posix()))
 
 
-def _locate(name: str, root: Path, split: str, tonic_cls):
-    """((split folder, items) or None, [(place looked at, what was there)])."""
+def _locate(name: str, root: Path, split: str, tonic_cls, extract: bool = True):
+    """((split folder, items) or None, [(place looked at, what was there)]).
+
+    Without ``extract``, an archive that exists counts as found: ``(archive, [])``.
+    """
     layout = _layout(name)
     split_name = layout.split_dirs[split]
     homes = [root / layout.tonic_class, root]
@@ -401,6 +424,8 @@ def _locate(name: str, root: Path, split: str, tonic_cls):
             if not archive.is_file():
                 looked.append((archive, "missing"))
                 continue
+            if not extract:
+                return (archive, []), looked
             split_dir = _extract(
                 archive, split_name, lambda d: bool(_enumerate(name, d, tonic_cls))
             )

@@ -6,7 +6,15 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-from spikescale.params import ParamsError, canonical, factor_label, validate as validate_params
+from spikescale.dataset import require_dataset
+from spikescale.params import (
+    DatasetParams,
+    ParamsError,
+    canonical,
+    factor_label,
+    validate as validate_params,
+)
+from spikescale.sources import stage_sources
 
 try:
     PARAMS = canonical(validate_params(config, "the Snakemake config (params.yaml and --config)"))
@@ -31,6 +39,33 @@ PLOTS = [
 NIR = f"{RESULTS}/snn_recommended.nir"
 GPU = 1 if PARAMS["device"] == "cuda" else 0
 RAW = PARAMS["dataset"]["root"]
+
+# A missing dataset stops the run here, before any job, with the message the `events` stage
+# would give (where it looked, the layout, how to download). Event files already made (or
+# pulled with DVC) need no raw data.
+if not all(os.path.exists(f"{EVENTS}/{split}.parquet") for split in ("train", "test")):
+    try:
+        require_dataset(DatasetParams(**PARAMS["dataset"]))
+    except FileNotFoundError as err:
+        raise WorkflowError(str(err)) from None
+
+# The command all jobs run, an input of each (`{input.spikescale}`, ancient: it picks the
+# program and changes no result, so its edits rerun nothing): workflow/bin/spikescale
+# runs the checkout's .venv/bin/spikescale (else the one on PATH), so rules need no PATH set
+# up, here or on a Slurm node (under `--sdm conda`, the rule's conda environment's).
+SPIKESCALE = os.path.relpath(os.path.join(workflow.basedir, "workflow", "bin", "spikescale"))
+
+
+def sources(stage):
+    """The package's source files that `spikescale <stage>` runs (spikescale.sources).
+
+    As inputs they make an edit of that code rerun the job and what follows (README.md and
+    the tests are inputs of none).
+    """
+    return [
+        os.path.relpath(os.path.join(workflow.basedir, path))
+        for path in stage_sources(stage, workflow.basedir)
+    ]
 
 
 def raw_datasets(wildcards):

@@ -1,6 +1,8 @@
 rule events:
     input:
         raw_datasets,
+        code=sources("events"),
+        spikescale=ancient(SPIKESCALE),
     output:
         f"{EVENTS}/train.parquet",
         f"{EVENTS}/test.parquet",
@@ -14,13 +16,15 @@ rule events:
         p=sections("dataset"),
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "spikescale events --params {params.p:q} --out-dir {params.out} > {log:q} 2>&1"
+        "{input.spikescale} events --params {params.p:q} --out-dir {params.out} > {log:q} 2>&1"
 
 
 rule frames:
     input:
         f"{EVENTS}/train.parquet",
         f"{EVENTS}/test.parquet",
+        code=sources("frames"),
+        spikescale=ancient(SPIKESCALE),
     output:
         f"{FRAMES}/train.npz",
         f"{FRAMES}/test.npz",
@@ -35,4 +39,4 @@ rule frames:
         events=lambda w, input: os.path.dirname(input[0]),
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "spikescale frames --params {params.p:q} --events-dir {params.events} --out-dir {params.out} > {log:q} 2>&1"
+        "{input.spikescale} frames --params {params.p:q} --events-dir {params.events} --out-dir {params.out} > {log:q} 2>&1"

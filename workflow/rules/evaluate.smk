@@ -2,6 +2,8 @@ rule evaluate:
     input:
         snn=f"{MODELS}/snn.pt",
         events=f"{EVENTS}/test.parquet",
+        code=sources("evaluate"),
+        spikescale=ancient(SPIKESCALE),
     output:
         [f"{RESULTS}/scale/factor_{{factor}}{part}.parquet" for part in FACTOR_PARTS],
     log:
@@ -17,7 +19,7 @@ rule evaluate:
         p=sections("evaluation", "device"),
         prefix=lambda w, output: output[0].removesuffix(".parquet"),
     shell:
-        "spikescale evaluate --params {params.p:q} --snn {input.snn} --events {input.events}"
+        "{input.spikescale} evaluate --params {params.p:q} --snn {input.snn} --events {input.events}"
         " --factor {wildcards.factor} --out-prefix {params.prefix} --threads {threads} > {log:q} 2>&1"
 
 
@@ -29,6 +31,8 @@ rule refine:
         ),
         snn=f"{MODELS}/snn.pt",
         events=f"{EVENTS}/test.parquet",
+        code=sources("refine"),
+        spikescale=ancient(SPIKESCALE),
     output:
         [f"{RESULTS}/refined{part}.parquet" for part in FACTOR_PARTS],
     log:
@@ -43,7 +47,7 @@ rule refine:
         factor_dir=lambda w, input: os.path.dirname(input.factors[0]),
         prefix=lambda w, output: output[0].removesuffix(".parquet"),
     shell:
-        "spikescale refine --params {params.p:q} --snn {input.snn} --events {input.events}"
+        "{input.spikescale} refine --params {params.p:q} --snn {input.snn} --events {input.events}"
         " --factor-dir {params.factor_dir} --out-prefix {params.prefix} --threads {threads} > {log:q} 2>&1"
 
 
@@ -57,6 +61,8 @@ rule collect:
         training=f"{MODELS}/training.json",
         snn=f"{MODELS}/snn.pt",
         events=f"{EVENTS}/test.parquet",
+        code=sources("collect"),
+        spikescale=ancient(SPIKESCALE),
     output:
         SWEEP,
         f"{RESULTS}/layers.parquet",
@@ -74,6 +80,6 @@ rule collect:
         refined=lambda w, input: input.refined[0].removesuffix(".parquet"),
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "spikescale collect --params {params.p:q} --factor-dir {params.factor_dir} --training {input.training}"
+        "{input.spikescale} collect --params {params.p:q} --factor-dir {params.factor_dir} --training {input.training}"
         " --refine-prefix {params.refined} --snn {input.snn} --events {input.events} --out-dir {params.out}"
         " > {log:q} 2>&1"

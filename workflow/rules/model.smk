@@ -3,6 +3,8 @@ rule train:
         f"{FRAMES}/train.npz",
         f"{FRAMES}/test.npz",
         events=f"{EVENTS}/test.parquet",
+        code=sources("train"),
+        spikescale=ancient(SPIKESCALE),
     output:
         model=f"{MODELS}/cnn.pt",
         report=f"{MODELS}/training.json",
@@ -19,7 +21,7 @@ rule train:
         p=sections("training", "device"),
         frames=lambda w, input: os.path.dirname(input[0]),
     shell:
-        "spikescale train --params {params.p:q} --frames-dir {params.frames} --events {input.events}"
+        "{input.spikescale} train --params {params.p:q} --frames-dir {params.frames} --events {input.events}"
         " --out {output.model} --report {output.report} --threads {threads} > {log:q} 2>&1"
 
 
@@ -27,6 +29,8 @@ rule normalise:
     input:
         cnn=f"{MODELS}/cnn.pt",
         frames=f"{FRAMES}/train.npz",
+        code=sources("normalise"),
+        spikescale=ancient(SPIKESCALE),
     output:
         model=f"{MODELS}/cnn_normalised.pt",
         table=f"{MODELS}/normalisation.json",
@@ -38,13 +42,15 @@ rule normalise:
     params:
         p=sections("normalisation"),
     shell:
-        "spikescale normalise --params {params.p:q} --cnn {input.cnn} --frames {input.frames}"
+        "{input.spikescale} normalise --params {params.p:q} --cnn {input.cnn} --frames {input.frames}"
         " --out {output.model} --table {output.table} --threads {threads} > {log:q} 2>&1"
 
 
 rule convert:
     input:
-        f"{MODELS}/cnn_normalised.pt",
+        cnn=f"{MODELS}/cnn_normalised.pt",
+        code=sources("convert"),
+        spikescale=ancient(SPIKESCALE),
     output:
         snn=f"{MODELS}/snn.pt",
         summary=f"{MODELS}/snn_layers.json",
@@ -55,5 +61,5 @@ rule convert:
     params:
         p=sections("conversion"),
     shell:
-        "spikescale convert --params {params.p:q} --cnn {input} --out {output.snn}"
+        "{input.spikescale} convert --params {params.p:q} --cnn {input.cnn} --out {output.snn}"
         " --summary {output.summary} > {log:q} 2>&1"

@@ -3,6 +3,8 @@ rule report:
         SWEEP,
         f"{RESULTS}/layers.parquet",
         f"{RESULTS}/timecourse.parquet",
+        code=sources("report"),
+        spikescale=ancient(SPIKESCALE),
     output:
         report(PLOTS[0], caption="../report/accuracy.rst", category="Sweep"),
         report(PLOTS[1], caption="../report/pareto.rst", category="Sweep"),
@@ -18,13 +20,15 @@ rule report:
         results=lambda w, input: os.path.dirname(input[0]),
         plots=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "spikescale report --results-dir {params.results} --out-dir {params.plots} > {log:q} 2>&1"
+        "{input.spikescale} report --results-dir {params.results} --out-dir {params.plots} > {log:q} 2>&1"
 
 
 rule export:
     input:
         snn=f"{MODELS}/snn.pt",
         recommendation=f"{RESULTS}/recommendation.json",
+        code=sources("export"),
+        spikescale=ancient(SPIKESCALE),
     output:
         NIR,
     log:
@@ -32,4 +36,4 @@ rule export:
     conda:
         "../envs/spikescale.yaml"
     shell:
-        "spikescale export --snn {input.snn} --recommendation {input.recommendation} --out {output} > {log:q} 2>&1"
+        "{input.spikescale} export --snn {input.snn} --recommendation {input.recommendation} --out {output} > {log:q} 2>&1"
