@@ -18,7 +18,7 @@ def _rules() -> set[str]:
 
 def test_every_stage_and_rule_has_its_modules():
     stages = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
-    assert stages == set(sources.STAGE_MODULES) == _rules()
+    assert stages == set(sources.STAGES) == _rules()
 
 
 def test_dvc_yaml_lists_each_stages_source_files():
@@ -31,7 +31,7 @@ def test_dvc_yaml_lists_each_stages_source_files():
     expected = all_stage_sources(ROOT)
     assert listed == expected, (
         "dvc.yaml's source deps differ from the stages' imports; put these lines in each "
-        "stage's deps (python -m spikescale.sources prints them):\n" + dvc_deps_text(ROOT)
+        "stage's deps (python -m spikescale.sources --write does it):\n" + dvc_deps_text(ROOT)
     )
 
 
@@ -57,13 +57,15 @@ def _write(root, files: dict[str, str]) -> None:
 
 
 def test_imports_of_every_form_are_followed(tmp_path, monkeypatch):
-    """Relative, function-level, `from package import submodule` and subpackage imports."""
+    """Relative, function-level, `from package import submodule` and subpackage imports;
+    of the dispatching cli.py only its top level and the stage's own cmd_<stage>."""
     _write(
         tmp_path / "src/spikescale",
         {
             "__init__.py": "",
-            "cli.py": "from spikescale import params\n"
-            "def cmd():\n    from spikescale.other import x\n",
+            "cli.py": "from spikescale import io, params\n"
+            "def cmd_toy():\n    from spikescale.stage import g\n"
+            "def cmd_other():\n    from spikescale.other import x\n",
             "params.py": "",
             "io.py": "import json\n",
             "stage.py": "from .helper import f\n"
@@ -78,7 +80,7 @@ def test_imports_of_every_form_are_followed(tmp_path, monkeypatch):
             "sim/graph.py": "",
         },
     )
-    monkeypatch.setitem(sources.STAGE_MODULES, "toy", ("spikescale.stage",))
+    monkeypatch.setattr(sources, "STAGES", ("toy", "other"))
     assert stage_modules("toy", tmp_path / "src") == [
         "spikescale",
         "spikescale.cli",

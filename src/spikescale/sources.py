@@ -1,16 +1,16 @@
 """The source files each pipeline stage runs, so that both engines rerun a stage whose code
 changed (Snakemake rules take them as inputs, dvc.yaml lists them as deps).
 
-``spikescale <stage>`` starts in ``cli.py``, which imports the stage's own modules lazily,
-inside the subcommand; so the roots of a stage are the entry modules (:data:`ENTRY_MODULES`)
-plus the stage's modules (:data:`STAGE_MODULES`, the one place that maps stages to code),
-and only the module-level imports of the dispatching module (:data:`DISPATCH_MODULE`) are
-followed. From the roots, every ``spikescale`` import (module level or inside a function,
-absolute or relative) is followed to its transitive closure. The analysis reads the files
-with :mod:`ast`; nothing is imported, so it is cheap enough for Snakemake's parse step.
+``spikescale <stage>`` starts in ``cli.py``, whose ``cmd_<stage>`` function imports the
+stage's own modules lazily; so the roots of a stage are ``cli.py`` with its module-level
+imports and the imports inside ``cmd_<stage>`` (read from the source, so no list can drift
+from the code). From the roots, every ``spikescale`` import (module level or inside a
+function, absolute or relative) is followed to its transitive closure. The analysis reads
+the files with :mod:`ast`; nothing is imported, so it is cheap enough for Snakemake's parse
+step.
 
-``python -m spikescale.sources`` prints each stage's list as dvc.yaml deps (tests check
-dvc.yaml against it).
+``python -m spikescale.sources`` prints each stage's list as dvc.yaml deps, and with
+``--write`` puts them into dvc.yaml (tests check dvc.yaml against them).
 """
 
 from __future__ import annotations
@@ -22,24 +22,13 @@ from pathlib import Path
 PACKAGE = "spikescale"
 SOURCE_DIR = "src"  # where the package lies in the project, relative to its root
 
-# every `spikescale <stage>` runs these: the command line, the parameters, the writers
-ENTRY_MODULES = ("spikescale.cli", "spikescale.params", "spikescale.io")
-# the module whose function-level imports dispatch to all the stages: not followed
-DISPATCH_MODULE = "spikescale.cli"
+DISPATCH_MODULE = "spikescale.cli"  # cmd_<stage> in it imports the stage's modules
 
-# stage (Snakemake rule and dvc.yaml stage name) -> the modules its subcommand imports
-STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "events": ("spikescale.dataset",),
-    "frames": ("spikescale.frames",),
-    "train": ("spikescale.train", "spikescale.frames", "spikescale.events", "spikescale.model"),
-    "normalise": ("spikescale.normalise", "spikescale.frames", "spikescale.model"),
-    "convert": ("spikescale.convert", "spikescale.model"),
-    "evaluate": ("spikescale.evaluate", "spikescale.model"),
-    "refine": ("spikescale.collect", "spikescale.evaluate", "spikescale.model"),
-    "collect": ("spikescale.collect", "spikescale.events", "spikescale.model"),
-    "report": ("spikescale.report",),
-    "export": ("spikescale.export", "spikescale.model"),
-}
+# the Snakemake rules and dvc.yaml stages that run `spikescale <stage>`, in pipeline order
+STAGES = (
+    "events", "frames", "train", "normalise", "convert",
+    "evaluate", "refine", "collect", "report", "export",
+)  # fmt: skip
 
 
 def module_file(module: str, source_dir: Path) -> Path | None:
@@ -59,10 +48,15 @@ def imported_modules(module: str, path: Path, top_level_only: bool = False) -> s
     left out.
     """
     tree = ast.parse(path.read_text(), filename=str(path))
-    nodes = tree.body if top_level_only else ast.walk(tree)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return _imports_in(tree, package, walk=not top_level_only)
+
+
+def _imports_in(tree: ast.Module, package: str, walk: bool) -> set[str]:
+    """The :data:`PACKAGE` modules imported in ``tree`` (all of it, or its top level only);
+    ``package`` resolves relative imports."""
     found: set[str] = set()
-    for node in nodes:
+    for node in ast.walk(tree) if walk else tree.body:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -83,11 +77,25 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
+def _dispatched_modules(stage: str, source_dir: Path) -> set[str]:
+    """The modules that ``cmd_<stage>`` in the dispatching module imports inside its body."""
+    path = module_file(DISPATCH_MODULE, source_dir)
+    if path is None:
+        raise FileNotFoundError(f"{DISPATCH_MODULE} not found under {source_dir}")
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == f"cmd_{stage}":
+            body = ast.Module(body=node.body, type_ignores=[])
+            return _imports_in(body, DISPATCH_MODULE.rpartition(".")[0], walk=True)
+    raise ValueError(f"stage {stage!r}: {path} has no function cmd_{stage}")
+
+
 def stage_modules(stage: str, source_dir: Path) -> list[str]:
     """Every :data:`PACKAGE` module that ``spikescale <stage>`` may import, sorted."""
-    if stage not in STAGE_MODULES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGE_MODULES)}")
-    todo = [m for root in ENTRY_MODULES + STAGE_MODULES[stage] for m in _with_parents(root)]
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {list(STAGES)}")
+    roots = [DISPATCH_MODULE, *_dispatched_modules(stage, source_dir)]
+    todo = [m for root in roots for m in _with_parents(root)]
     seen: set[str] = set()
     while todo:
         module = todo.pop()
@@ -95,11 +103,6 @@ def stage_modules(stage: str, source_dir: Path) -> list[str]:
             continue
         path = module_file(module, source_dir)
         if path is None:
-            if module in ENTRY_MODULES + STAGE_MODULES[stage]:
-                raise FileNotFoundError(
-                    f"stage {stage!r}: module {module} not found under {source_dir} "
-                    "(update spikescale.sources.STAGE_MODULES)"
-                )
             continue  # `from a import name` where name is not a module
         seen.add(module)
         imports = imported_modules(module, path, top_level_only=module == DISPATCH_MODULE)
@@ -118,7 +121,7 @@ def stage_sources(stage: str, project: str | Path = ".") -> list[str]:
 
 def all_stage_sources(project: str | Path = ".") -> dict[str, list[str]]:
     """:func:`stage_sources` of every stage, in pipeline order."""
-    return {stage: stage_sources(stage, project) for stage in STAGE_MODULES}
+    return {stage: stage_sources(stage, project) for stage in STAGES}
 
 
 def dvc_deps_text(project: str | Path = ".") -> str:
@@ -130,5 +133,30 @@ def dvc_deps_text(project: str | Path = ".") -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_dvc_deps(dvc_yaml: str, project: str | Path = ".") -> str:
+    """dvc.yaml's text with each stage's ``src/`` deps replaced by the computed lists (put
+    first in ``deps``); every other line stays as it is."""
+    computed = all_stage_sources(project)
+    out: list[str] = []
+    stage = None
+    for line in dvc_yaml.splitlines(keepends=True):
+        stripped = line.strip()
+        if line.startswith("  ") and not line.startswith("   ") and stripped.endswith(":"):
+            stage = stripped[:-1]
+        if stripped.startswith(f"- {SOURCE_DIR}/{PACKAGE}/"):
+            continue
+        out.append(line)
+        if stripped == "deps:" and stage in computed:
+            indent = line[: len(line) - len(line.lstrip())] + "  "
+            out += [f"{indent}- {f}\n" for f in computed[stage]]
+    return "".join(out)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(dvc_deps_text(sys.argv[1] if len(sys.argv) > 1 else "."))
+    # python -m spikescale.sources            print each stage's list
+    # python -m spikescale.sources --write    rewrite dvc.yaml's source deps in place
+    if sys.argv[1:] == ["--write"]:
+        dvc_yaml = Path("dvc.yaml")
+        dvc_yaml.write_text(with_dvc_deps(dvc_yaml.read_text()))
+    else:
+        sys.stdout.write(dvc_deps_text(sys.argv[1] if len(sys.argv) > 1 else "."))
