@@ -183,7 +183,10 @@ def discretise(snn: nn.Sequential) -> DiscretisedSNN:
     The scale is the smallest of those that bring the weights, the biases and the pair
     (``min_v_mem``, threshold) into range (and the membrane state, when the layer holds
     one), exactly as sinabs's ``discretize_conv_spike_``; a neuron without ``min_v_mem``
-    counts as having the chip's -2**15. ``snn`` is not changed.
+    counts as having the chip's -2**15. Beware, as in sinabs: that bound enters the scale
+    before rounding, so the scale is at most 1 and weights below 0.5 round to 0 (a network
+    converted with ``min_v_mem: null`` goes silent; :func:`chip_mapping` says so).
+    ``snn`` is not changed.
     """
     for index, module in enumerate(snn):
         for name, tensor in module.named_parameters(recurse=False):
@@ -224,7 +227,7 @@ def discretise(snn: nn.Sequential) -> DiscretisedSNN:
         low, high = torch.round(bounds * scale)
         neurons.min_v_mem = nn.Parameter(low, requires_grad=False)
         neurons.spike_threshold = nn.Parameter(high, requires_grad=False)
-        int_bias = torch.round(bias * scale)
+        int_bias = layer.bias if layer.bias is not None else torch.zeros(1)
         records.append(
             LayerDiscretisation(
                 name=name,
@@ -533,6 +536,12 @@ def chip_mapping(
                 else:
                     in_shape = (shape[0], 1, 1)
                 kernel_shape, neuron_shape, layer_problems = _core_problems(name, module, in_shape)
+                if not bool((module.weight != 0).any()):
+                    layer_problems.append(
+                        f"{name}: every weight is 0, so no input reaches its neurons (sinabs "
+                        "discretises a neuron without min_v_mem as if its bound were -2**15, "
+                        "which caps the scale at 1 and rounds weights below 0.5 to 0)"
+                    )
                 bias = module.bias
                 current = {
                     "name": name,
