@@ -307,6 +307,27 @@ def test_non_zero_bias_is_a_leak_flag_not_a_refusal():
 # --------------------------------------------------------------------------------------
 
 
+def test_core_fan_out_counts_every_kernel_entry_after_sum_pooling():
+    arch = Architecture(2, 16, 16, 5, (4, 6), 3, False)
+    snn = _snn(arch)
+    fan = chip.core_fan_out(snn, arch.input_shape)
+    assert [f.shape for f in fan] == [(2, 16, 16), (4, 16, 16), (6, 8, 8)]
+    # an inner input pixel of a stride-1 3x3 convolution: C_out * k * k (sinabs's estimate)
+    assert fan[0][0, 8, 8] == 4 * 3 * 3 and fan[0][0, 0, 0] == 4 * 2 * 2
+    # a spike of conv1 is pooled 2x2 into one event of conv2 (6 channels, 3x3)
+    assert fan[1][0, 8, 8] == 6 * 9 and fan[1][0, 0, 0] == 6 * 4
+    assert (fan[2] == 5).all()  # the read-out: every class, once
+    # the float network has no zero weight: evaluate's count agrees there
+    from spikescale.evaluate import fan_out, segments
+
+    shapes = [arch.input_shape, (4, 16, 16), (6, 8, 8)]
+    for ours, seg, shape in zip(fan, segments(snn), shapes):
+        assert np.array_equal(ours, fan_out(seg, shape))
+    # on the chip variant pools sum and small weights are 0: the chip still reads them
+    variant = chip.discretised_variant(snn, 1.0).snn
+    assert all(np.array_equal(a, b) for a, b in zip(fan, chip.core_fan_out(variant, (2, 16, 16))))
+
+
 def test_synops_rates_mean_and_peak_against_the_limit():
     per_sample = np.array([[100.0, 10.0], [300.0, 30.0]])  # 2 samples, 2 layers, 0.1 s each
     rates = chip.synops_rates(per_sample, 0.1, limit_synops_per_second_per_core=2500.0)

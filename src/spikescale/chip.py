@@ -586,6 +586,52 @@ def chip_mapping(
 # --------------------------------------------------------------------------------------
 
 
+def _sum_pool(pool: nn.Module) -> nn.AvgPool2d:
+    kernel = _pair(pool.kernel_size)
+    stride = _pair(pool.stride) if pool.stride is not None else kernel
+    return nn.AvgPool2d(kernel, stride=stride, divisor_override=1)
+
+
+def core_fan_out(snn: nn.Sequential, input_shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Per weighted layer, the synaptic operations one spike of each neuron feeding it
+    costs on the chip, shaped like those neurons (the input, then each spiking layer).
+
+    A core reads its whole kernel for every event, so every kernel entry the spike reaches
+    counts, zero weights included (``spikescale.evaluate.fan_out`` counts only non-zero
+    weights, and assumes average pooling: on the discretised network, where small weights
+    round to 0 and pools sum, it would count too few and too many). Pooling is the sum
+    pooling on the chip: a spike becomes one event at its pooled position. For an inner
+    neuron of a stride-1 convolution that is ``C_out * k * k``, the SynOps estimate of
+    sinabs's docs/speck/faqs/tips_for_training.md.
+    """
+    fan_outs: list[np.ndarray] = []
+    pending: list[nn.Module] = []
+    shape = tuple(int(s) for s in input_shape)
+    segment_shape = shape
+    with torch.no_grad():
+        for module in snn:
+            if isinstance(module, sl.StatefulLayer):
+                segment_shape = shape
+                continue
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                probe = copy.deepcopy(module).double()
+                probe.weight.fill_(1.0)
+                if probe.bias is not None:
+                    probe.bias.zero_()
+                segment = nn.Sequential(*pending, probe)
+                x = torch.ones((1, *segment_shape), dtype=torch.float64, requires_grad=True)
+                with torch.enable_grad():
+                    segment(x).sum().backward()
+                fan_outs.append(x.grad[0].round().numpy())
+                pending = []
+            elif isinstance(module, (nn.AvgPool2d, sl.SumPool2d)):
+                pending.append(_sum_pool(module))
+            elif not isinstance(module, (nn.Identity, nn.Dropout)):
+                pending.append(module)
+            shape = tuple(module(torch.zeros((1, *shape))).shape[1:])
+    return fan_outs
+
+
 @dataclass(frozen=True)
 class SynopsRates:
     """Synaptic operations per second each core carries (one entry per weighted layer,
