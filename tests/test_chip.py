@@ -291,6 +291,14 @@ def test_sinabs_bound_without_min_v_mem_zeroes_the_weights_and_is_reported():
     assert any(p.startswith("conv1: every weight is 0") for p in mapping.problems)
 
 
+def test_threshold_rounded_to_zero_is_reported():
+    arch = Architecture(1, 8, 8, 3, (4,), 3, False)
+    variant = chip.discretised_variant(_snn(arch), 1e4)  # largest weight ~ 4000: scale < 0.05
+    assert variant.layers[0].threshold == 0
+    mapping = chip.chip_mapping(variant.snn, arch.input_shape)
+    assert any(p.startswith("conv1: threshold 0:") for p in mapping.problems)
+
+
 def test_non_zero_bias_is_a_leak_flag_not_a_refusal():
     arch = CASES["biases"][0]
     variant = chip.discretised_variant(_snn(arch), 2.0)

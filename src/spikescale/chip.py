@@ -195,13 +195,13 @@ def discretise(snn: nn.Sequential) -> DiscretisedSNN:
                     f"chip: module {index} ({type(module).__name__}) has a non-finite "
                     f"{name}; expected finite weights, biases and thresholds"
                 )
-    chip = copy.deepcopy(_as_sum_pooling(snn))
-    names = _layer_names(chip)
+    held = _as_sum_pooling(snn)  # copies every module
+    names = _layer_names(held)
     records: list[LayerDiscretisation] = []
-    weighted = [i for i, m in enumerate(chip) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    weighted = [i for i, m in enumerate(held) if isinstance(m, (nn.Conv2d, nn.Linear))]
     for name, index in zip(names, weighted):
-        layer = chip[index]
-        neurons = _spiking_layer_after(chip, index, name)
+        layer = held[index]
+        neurons = _spiking_layer_after(held, index, name)
         bias = layer.bias if layer.bias is not None else torch.zeros(layer.weight.shape[0])
         min_v_mem = (
             torch.as_tensor(-(2 ** (STATE_BITS - 1)), dtype=torch.float32)
@@ -238,8 +238,8 @@ def discretise(snn: nn.Sequential) -> DiscretisedSNN:
                 bias_range=(int(int_bias.min()), int(int_bias.max())),
             )
         )
-    chip.eval()
-    return DiscretisedSNN(snn=chip, layers=tuple(records))
+    held.eval()
+    return DiscretisedSNN(snn=held, layers=tuple(records))
 
 
 def discretised_variant(snn: nn.Sequential, factor: float) -> DiscretisedSNN:
@@ -559,6 +559,12 @@ def chip_mapping(
                     "the chip"
                 )
             if isinstance(module, sl.StatefulLayer):
+                threshold = getattr(module, "spike_threshold", None)
+                if current is not None and threshold is not None and float(threshold) <= 0:
+                    current["problems"].append(
+                        f"{current['name']}: threshold {float(threshold):g}: its neurons "
+                        "fire at every event (a scale this small rounds the threshold to 0)"
+                    )
                 continue  # neurons keep the shape; running them would change their state
             flattened_from = shape if isinstance(module, nn.Flatten) else None
             x = module(x)
