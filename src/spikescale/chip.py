@@ -430,6 +430,121 @@ def _assign_cores(candidates: list[tuple[int, ...]], cores: int) -> list[int | N
     return assigned
 
 
+@dataclass
+class _CoreLayer:
+    """A weighted layer with what a core runs beside it: its neurons and the pooling of
+    its output (until the next weighted layer)."""
+
+    name: str
+    module: nn.Conv2d | nn.Linear
+    input_shape: tuple[int, int, int]
+    neurons: list[nn.Module]
+    pools: list[nn.Module]
+
+
+def _core_layers(
+    snn: nn.Sequential, input_shape: tuple[int, int, int], problems: list[str]
+) -> list[_CoreLayer]:
+    """The network cut into what each core runs; modules no core has go to ``problems``."""
+    names = _layer_names(snn)
+    layers: list[_CoreLayer] = []
+    input_pools: list[nn.Module] = []
+    shape: tuple[int, ...] = tuple(int(s) for s in input_shape)
+    flattened_from: tuple[int, ...] | None = None  # the (C, H, W) a Flatten made into F
+    with torch.no_grad():
+        for index, module in enumerate(snn):
+            where = layers[-1].name if layers else "input"
+            if isinstance(module, (nn.MaxPool2d, sl.SpikingMaxPooling2dLayer)):
+                problems.append(
+                    f"{where}: max pooling (module {index}) is refused: max pooling of spikes "
+                    "is not max pooling of rates, and a core only sums"
+                )
+            elif isinstance(module, (nn.AvgPool2d, sl.SumPool2d)):
+                (layers[-1].pools if layers else input_pools).append(module)
+            elif isinstance(module, (nn.Conv2d, nn.Linear)):
+                if isinstance(module, nn.Conv2d):
+                    in_shape = shape
+                elif flattened_from is not None and len(flattened_from) == 3:
+                    in_shape = flattened_from  # the kernel covers the whole input
+                else:
+                    in_shape = (shape[0], 1, 1)
+                layers.append(_CoreLayer(names[len(layers)], module, in_shape, [], []))
+            elif isinstance(module, sl.StatefulLayer) and layers:
+                layers[-1].neurons.append(module)
+                continue  # neurons keep the shape; running them would change their state
+            elif not isinstance(module, (nn.Flatten, nn.Identity, nn.Dropout)):
+                problems.append(
+                    f"{where}: module {index} ({type(module).__name__}) has no counterpart on "
+                    "the chip"
+                )
+            flattened_from = shape if isinstance(module, nn.Flatten) else None
+            shape = tuple(int(s) for s in module(torch.zeros((1, *shape))).shape[1:])
+    if input_pools:  # pooling of the input: the chip's input layer pools as a core does
+        _pooling_size(input_pools, "input", problems)
+    return layers
+
+
+def _layer_resources(layer: _CoreLayer, cores: tuple[CoreLimits, ...]) -> LayerResources:
+    """What one core layer needs, which cores hold it, and which rules it breaks."""
+    module = layer.module
+    kernel_shape, neuron_shape, problems = _core_problems(layer.name, module, layer.input_shape)
+    pooling = _pooling_size(layer.pools, layer.name, problems) if layer.pools else 1
+    if not bool((module.weight != 0).any()):
+        problems.append(
+            f"{layer.name}: every weight is 0, so no input reaches its neurons (sinabs "
+            "discretises a neuron without min_v_mem as if its bound were -2**15, which caps "
+            "the scale at 1 and rounds weights below 0.5 to 0)"
+        )
+    for neurons in layer.neurons:
+        threshold = getattr(neurons, "spike_threshold", None)
+        if threshold is not None and float(threshold) <= 0:
+            problems.append(
+                f"{layer.name}: threshold {float(threshold):g}: its neurons fire at every "
+                "event (a scale this small rounds the threshold to 0)"
+            )
+    f, c, kh, kw = kernel_shape
+    need = {
+        "kernel": kernel_memory(c, f, (kh, kw)),
+        "neuron": neuron_memory(*neuron_shape),
+        "bias": 0 if module.bias is None else int(module.bias.numel()),
+    }
+    fitting = tuple(
+        i
+        for i, core in enumerate(cores)
+        if need["kernel"] <= core.kernel_memory
+        and need["neuron"] <= core.neuron_memory
+        and need["bias"] <= core.bias_memory
+    )
+    if not fitting:
+        largest = {
+            "kernel": max(core.kernel_memory for core in cores),
+            "neuron": max(core.neuron_memory for core in cores),
+            "bias": max(core.bias_memory for core in cores),
+        }
+        over = [f"{k} memory {need[k]} > {largest[k]}" for k in need if need[k] > largest[k]]
+        why = ", ".join(over) or "no core has enough of both: " + ", ".join(
+            f"core {i} kernel {core.kernel_memory} neuron {core.neuron_memory}"
+            for i, core in enumerate(cores)
+        )
+        problems.append(
+            f"{layer.name}: needs kernel memory {need['kernel']}, neuron memory "
+            f"{need['neuron']}, bias memory {need['bias']}; {why}"
+        )
+    return LayerResources(
+        name=layer.name,
+        input_shape=tuple(int(s) for s in layer.input_shape),
+        kernel_shape=kernel_shape,
+        neuron_shape=neuron_shape,
+        pooling=pooling,
+        kernel_memory=need["kernel"],
+        neuron_memory=need["neuron"],
+        bias_memory=need["bias"],
+        leak_enabled=module.bias is not None and bool((module.bias != 0).any()),
+        fitting_cores=fitting,
+        problems=tuple(problems),
+    )
+
+
 def chip_mapping(
     snn: nn.Sequential,
     input_shape: tuple[int, int, int],
@@ -441,135 +556,17 @@ def chip_mapping(
     Refuses, naming the layer: max pooling; pooling other than square 1, 2 or 4; a kernel
     that is not square or over 16; strides, padding, dilation or groups a core lacks; more
     than 1024 features; a core's memory exceeded (kernel, neuron, bias); more layers than
-    cores. A non-zero bias is a flag (``leak_enabled``), not a refusal.
+    cores; all weights 0 or a threshold 0 (discretisation gone wrong). A non-zero bias is a
+    flag (``leak_enabled``), not a refusal.
     """
     if len(input_shape) != 3:
         raise ValueError(f"chip: input_shape must be (channels, height, width), got {input_shape}")
-    modules = list(snn)
-    names = _layer_names(snn)
-    shape: tuple[int, ...] = tuple(int(s) for s in input_shape)
-    layers: list[LayerResources] = []
-    problems: list[str] = []
-    pending_pools: list[nn.Module] = []
-    current: dict | None = None  # the layer whose output the modules seen now act on
-
-    def finish() -> None:
-        if current is None:
-            return
-        where = current["name"]
-        pool = _pooling_size(pending_pools, where, current["problems"]) if pending_pools else 1
-        k = current["kernel_shape"]
-        memory = (
-            kernel_memory(k[1], k[0], (k[2], k[3])),
-            neuron_memory(*current["neuron_shape"]),
-            current["bias_memory"],
-        )
-        fitting = tuple(
-            i
-            for i, core in enumerate(cores)
-            if memory[0] <= core.kernel_memory
-            and memory[1] <= core.neuron_memory
-            and memory[2] <= core.bias_memory
-        )
-        if not fitting:
-            largest = (
-                max(c.kernel_memory for c in cores),
-                max(c.neuron_memory for c in cores),
-                max(c.bias_memory for c in cores),
-            )
-            over = [
-                f"{what} memory {need} > {most}"
-                for what, need, most in zip(("kernel", "neuron", "bias"), memory, largest)
-                if need > most
-            ]
-            why = (
-                ", ".join(over)
-                if over
-                else "no core has both: "
-                + ", ".join(
-                    f"core {i}: kernel {c.kernel_memory}, neuron {c.neuron_memory}"
-                    for i, c in enumerate(cores)
-                )
-            )
-            current["problems"].append(
-                f"{where}: needs kernel memory {memory[0]}, neuron memory {memory[1]}, "
-                f"bias memory {memory[2]}; {why}"
-            )
-        layers.append(
-            LayerResources(
-                name=where,
-                input_shape=current["input_shape"],
-                kernel_shape=current["kernel_shape"],
-                neuron_shape=current["neuron_shape"],
-                pooling=pool,
-                kernel_memory=memory[0],
-                neuron_memory=memory[1],
-                bias_memory=memory[2],
-                leak_enabled=current["leak"],
-                fitting_cores=fitting,
-                problems=tuple(current["problems"]),
-            )
-        )
-        problems.extend(current["problems"])
-
-    flattened_from: tuple[int, ...] | None = None  # the (C, H, W) a Flatten turned into F
-    with torch.no_grad():
-        x = torch.zeros((1, *shape))
-        for index, module in enumerate(modules):
-            where = current["name"] if current else "input"
-            if isinstance(module, (nn.MaxPool2d, sl.SpikingMaxPooling2dLayer)):
-                problems.append(
-                    f"{where}: max pooling (module {index}) is refused: max pooling of spikes "
-                    "is not max pooling of rates, and a core only sums"
-                )
-            elif isinstance(module, (nn.AvgPool2d, sl.SumPool2d)):
-                pending_pools.append(module)
-            elif isinstance(module, (nn.Conv2d, nn.Linear)):
-                if current is None and pending_pools:
-                    _pooling_size(pending_pools, "input", problems)
-                finish()
-                name = names[len(layers)]
-                if isinstance(module, nn.Conv2d):
-                    in_shape = shape
-                elif flattened_from is not None and len(flattened_from) == 3:
-                    in_shape = flattened_from  # the kernel covers the whole input
-                else:
-                    in_shape = (shape[0], 1, 1)
-                kernel_shape, neuron_shape, layer_problems = _core_problems(name, module, in_shape)
-                if not bool((module.weight != 0).any()):
-                    layer_problems.append(
-                        f"{name}: every weight is 0, so no input reaches its neurons (sinabs "
-                        "discretises a neuron without min_v_mem as if its bound were -2**15, "
-                        "which caps the scale at 1 and rounds weights below 0.5 to 0)"
-                    )
-                bias = module.bias
-                current = {
-                    "name": name,
-                    "input_shape": tuple(int(s) for s in in_shape),
-                    "kernel_shape": kernel_shape,
-                    "neuron_shape": neuron_shape,
-                    "bias_memory": 0 if bias is None else int(bias.numel()),
-                    "leak": bool(bias is not None and bool((bias != 0).any())),
-                    "problems": layer_problems,
-                }
-                pending_pools = []
-            elif not isinstance(module, (sl.StatefulLayer, nn.Flatten, nn.Identity, nn.Dropout)):
-                problems.append(
-                    f"{where}: module {index} ({type(module).__name__}) has no counterpart on "
-                    "the chip"
-                )
-            if isinstance(module, sl.StatefulLayer):
-                threshold = getattr(module, "spike_threshold", None)
-                if current is not None and threshold is not None and float(threshold) <= 0:
-                    current["problems"].append(
-                        f"{current['name']}: threshold {float(threshold):g}: its neurons "
-                        "fire at every event (a scale this small rounds the threshold to 0)"
-                    )
-                continue  # neurons keep the shape; running them would change their state
-            flattened_from = shape if isinstance(module, nn.Flatten) else None
-            x = module(x)
-            shape = tuple(int(s) for s in x.shape[1:])
-        finish()
+    network_problems: list[str] = []
+    layers = [
+        _layer_resources(layer, cores)
+        for layer in _core_layers(snn, tuple(input_shape), network_problems)
+    ]
+    problems = [p for layer in layers for p in layer.problems] + network_problems
     if len(layers) > len(cores):
         problems.append(
             f"network: {len(layers)} weighted layers, but the chip has {len(cores)} cores "
