@@ -373,7 +373,7 @@ def test_synops_rates_refuse_bad_input_by_name(kwargs, message):
 # --------------------------------------------------------------------------------------
 
 _GUARD = r"""
-import json, pkgutil, importlib, subprocess, sys
+import json, pkgutil, importlib, importlib.util, subprocess, sys
 events = []
 def hook(event, args):
     if event in ("subprocess.Popen", "os.system", "os.posix_spawn", "os.exec"):
@@ -400,17 +400,31 @@ for backend in ("sinabs", "fast"):
 loaded = sorted(m for m in sys.modules if m == "samna" or m.startswith(("samna.",
     "sinabs.backend.dynapcnn")))
 work = list(events)
-subprocess.run([sys.executable, "-c", "pass"], check=True)  # the hook must see this one
+# controls: the hook must see a subprocess and an import named samna: an empty module of
+# the test's own, first on the path and checked to be the one found, so that the real
+# stub (which runs pip) is never imported
+subprocess.run([sys.executable, "-c", "pass"], check=True)
+sys.path.insert(0, sys.argv[1])
+importlib.invalidate_caches()
+spec = importlib.util.find_spec("samna")
+if spec is None or spec.origin != sys.argv[1] + "/samna.py":
+    sys.exit(f"the control would import {spec and spec.origin}, not the test's empty samna")
+import samna
 print(json.dumps({"events": work, "loaded": loaded, "control": events[len(work):]}))
 """
 
 
-def test_no_import_or_chip_function_runs_pip_or_imports_samna():
+def test_no_import_or_chip_function_runs_pip_or_imports_samna(tmp_path):
+    (tmp_path / "samna.py").write_text("")
     out = subprocess.run(
-        [sys.executable, "-c", _GUARD], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _GUARD, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen["control"] and seen["control"][0][0] == "subprocess.Popen"
+    assert [e[0] for e in seen["control"]] == ["subprocess.Popen", "import"]
     assert not [e for e in seen["events"] if "pip" in e[1] or e[0] == "import"], seen["events"]
     assert seen["loaded"] == []
