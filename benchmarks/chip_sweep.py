@@ -9,8 +9,10 @@ first layer's integer threshold, spikes and chip synaptic operations per sample
 (:func:`spikescale.chip.synops_rates`; the peak of the first core also from its 1 ms bins),
 which core that is, whether every core stays within the per-core limit
 (``ASSUMED_SYNOPS_PER_SECOND_PER_CORE``, a placeholder) and whether the network maps onto
-the chip's cores. Until the evaluate stage runs the chip
-variant itself (issue 17), this is how to see the trade-off.
+the chip's cores; ``w>thr`` lists the layers whose largest integer weight exceeds the
+threshold (there the chip spikes once per event where the simulation may spike more).
+Until the evaluate stage runs the chip variant itself (issue 17), this is how to see the
+trade-off.
 
     .venv/bin/python benchmarks/chip_sweep.py --snn models/digits/snn.pt \\
         --events data/digits/events/test.parquet --factors 1 4 16 64
@@ -89,7 +91,7 @@ def main() -> None:
     print(
         f"{'factor':>7} {'float acc':>9} {'chip acc':>8} {'chip silent':>11} {'thr1':>5} "
         f"{'chip spikes':>11} {'chip synops':>11} {'max mean/s':>10} {'max peak/s':>10} "
-        f"{'core0 bin/s':>11} {'busiest':>7} {'<=limit':>7} fits"
+        f"{'core0 bin/s':>11} {'busiest':>7} {'<=limit':>7} {'w>thr':>11} fits"
     )
     for factor in a.factors:
         common = (shape, a.events, a.time_bin_us, a.max_samples, a.batch_size, a.backend)
@@ -99,11 +101,13 @@ def main() -> None:
         fits = chip.chip_mapping(variant.snn, shape)
         r = hw["rates"]
         busiest = fits.layers[int(np.argmax(r.peak_synops_per_second))].name
+        above = ",".join(lay.name for lay in variant.layers if lay.weight_above_threshold)
         print(
             f"{factor:>7g} {flt['accuracy']:>9.3f} {hw['accuracy']:>8.3f} {hw['silent']:>11.3f} "
             f"{variant.layers[0].threshold:>5d} {hw['spikes']:>11.0f} {hw['synops']:>11.0f} "
             f"{max(r.mean_synops_per_second):>10.3g} {max(r.peak_synops_per_second):>10.3g} "
             f"{hw['input_peak_per_s']:>11.3g} {busiest:>7} {'yes' if r.within_limit else 'no':>7} "
+            f"{above or '-':>11} "
             f"{'yes' if fits.fits else '; '.join(fits.problems)}"
         )
 

@@ -158,6 +158,9 @@ def test_larger_factor_makes_first_threshold_coarser_and_backends_agree():
     # the first layer's scale comes from its largest weight: 4x the weight, 1/4 the scale
     assert t4 < t1 and abs(t4 - t1 / 4) <= 1
     assert [r.threshold for r in one.layers[1:]] == [r.threshold for r in four.layers[1:]]
+    assert not one.layers[0].weight_above_threshold
+    many = chip.discretised_variant(snn, 64.0).layers[0]  # threshold about 542 / 64
+    assert many.weight_range[1] == 127 and many.threshold < 127 and many.weight_above_threshold
     torch.manual_seed(3)
     raster = torch.poisson(torch.full((4, 40, *arch.input_shape), 0.3))
     steps = np.array([19, 39])

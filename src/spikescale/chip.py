@@ -114,6 +114,15 @@ class LayerDiscretisation:
     weight_range: tuple[int, int]
     bias_range: tuple[int, int]
 
+    @property
+    def weight_above_threshold(self) -> bool:
+        """One input event can lift a neuron past its threshold more than once over. The
+        chip then emits a single spike (sinabs docs/speck/faqs/tips_for_training.md,
+        "Weight Clipping": keep the largest weight below the threshold), where a
+        simulated ``MultiSpike`` neuron emits several: the simulation overstates the
+        chip's spikes. A large first-layer factor brings the first layer here."""
+        return self.weight_range[1] > self.threshold
+
 
 @dataclass(frozen=True)
 class DiscretisedSNN:
