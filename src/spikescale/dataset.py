@@ -30,6 +30,8 @@ class SplitSource:
     classes: tuple[str, ...]
     chunks: Callable[[], Iterable[EventSet]]
     skipped: Callable[[], dict[str, int]]  # complete once the chunks are exhausted
+    # what the event file's metadata should say besides the summary (once exhausted too)
+    metadata: Callable[[], dict] = dict
 
 
 def require_dataset(p: DatasetParams) -> None:
@@ -40,6 +42,11 @@ def require_dataset(p: DatasetParams) -> None:
     tonic dataset is fine (the stage downloads it).
     """
     if p.name == "digits":
+        return
+    if p.name == "folder":
+        from spikescale.recordings import find_recordings
+
+        find_recordings(p.root, test_fraction=p.test_fraction, seed=p.seed)
         return
     from spikescale.tonic_datasets import require_present
 
@@ -59,6 +66,8 @@ def open_splits(p: DatasetParams) -> dict[str, SplitSource]:
             )
             for split, es in splits.items()
         }
+    if p.name == "folder":
+        return _folder_splits(p)
     from spikescale.tonic_datasets import open_tonic
 
     located = {
@@ -80,6 +89,35 @@ def open_splits(p: DatasetParams) -> dict[str, SplitSource]:
             lambda ts=ts: dict(ts.skipped),
         )
         for split, ts in located.items()
+    }
+
+
+def _folder_splits(p: DatasetParams) -> dict[str, SplitSource]:
+    """A folder of the user's own recordings; with no ``sensor_size`` given, the recordings
+    are read once to infer it (the writing pass then checks every event against it)."""
+    from spikescale.recordings import infer_sensor_size, open_folder, with_sensor_size
+
+    splits = open_folder(
+        p.root,
+        test_fraction=p.test_fraction,
+        seed=p.seed,
+        sensor_size=p.sensor_size,
+        time_unit=p.time_unit,
+        on_bad_sample=p.on_bad_sample,
+        max_samples_per_class=p.max_samples_per_class,
+    )
+    inferred = p.sensor_size is None
+    if inferred:
+        splits = with_sensor_size(splits, infer_sensor_size(splits.values()))
+    return {
+        split: SplitSource(
+            fs.sensor_size,
+            fs.classes,
+            lambda fs=fs: chunked(fs, fs.sensor_size, fs.classes),
+            lambda fs=fs: dict(fs.skipped),
+            lambda fs=fs: {**fs.metadata(), "sensor_size_inferred": inferred},
+        )
+        for split, fs in splits.items()
     }
 
 
@@ -138,6 +176,7 @@ def run_events(p: DatasetParams, out_dir: str | Path) -> dict[str, dict]:
             for chunk in src.chunks():
                 writer.append(chunk)
             writer.skipped = src.skipped()
+            writer.add_metadata(**src.metadata())
             summaries[split] = writer.finish()
             check_summary(summaries[split], p.name, split)
         for writer in writers:

@@ -296,6 +296,11 @@ class EventStoreWriter:
             self.abort()
             raise
 
+    def add_metadata(self, **extra) -> None:
+        """More keys for the metadata beside the summary (known only once read, e.g. how
+        many recordings were moved to start at t = 0); before :meth:`finish`."""
+        self._extra.update(extra)
+
     def __enter__(self) -> EventStoreWriter:
         return self
 

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from spikescale.errors import InputError
 
@@ -43,10 +51,15 @@ class DigitsParams(Section):
 
 
 class DatasetParams(Section):
-    name: Literal["digits", "nmnist", "dvsgesture", "pokerdvs"] = Field(
-        "digits", description="built-in 'digits' or a tonic dataset"
+    name: Literal["digits", "nmnist", "dvsgesture", "pokerdvs", "folder"] = Field(
+        "digits",
+        description="built-in 'digits', a tonic dataset, or 'folder': your own recordings",
     )
-    root: str = Field("data/raw", description="folder holding (or receiving) tonic datasets")
+    root: str = Field(
+        "data/raw",
+        description="folder holding (or receiving) tonic datasets; for 'folder', the"
+        " recordings as <root>/train/<class>/<file> (and <root>/test/<class>/<file>)",
+    )
     download: bool = Field(False, description="let tonic download a missing dataset into root")
     on_bad_sample: Literal["error", "skip"] = Field(
         "error",
@@ -57,6 +70,26 @@ class DatasetParams(Section):
         None, ge=1, description="cap per class and split (quick runs)"
     )
     seed: int = Field(0, description="seed of the dataset generator and split")
+    sensor_size: tuple[PositiveInt, PositiveInt, PositiveInt] | None = Field(
+        None,
+        description="folder: [width, height, polarities]; null: inferred from the events"
+        " (and the sizes the files state)",
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="folder without test/: the seeded, stratified test share"
+    )
+    time_unit: Literal["s", "ms", "us", "ns"] = Field(
+        "us", description="folder: unit of .npy/.npz timestamps (the other formats state theirs)"
+    )
+
+    @model_validator(mode="after")
+    def _folder_only(self) -> DatasetParams:
+        if self.sensor_size is not None and self.name != "folder":
+            raise ValueError(
+                f"dataset.sensor_size is for name: folder; {self.name!r} has its own sensor"
+            )
+        return self
+
     digits: DigitsParams = DigitsParams()
 
 

@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spikescale.errors import InputError
 from spikescale.events import EVENT_DTYPE
 from spikescale.tonic_datasets import (
     ON_BAD_SAMPLE,
@@ -81,7 +82,7 @@ _INT16_MAX = np.iinfo(np.int16).max
 _INT8_MAX = np.iinfo(np.int8).max
 
 
-class RecordingFolderError(ValueError):
+class RecordingFolderError(InputError):
     """The recordings folder does not have the expected layout."""
 
 
