@@ -277,7 +277,17 @@ def test_streamed_frames_equal_the_in_memory_frames_byte_for_byte(tmp_path, p):
         assert (tmp_path / "streamed.npz").read_bytes() == (tmp_path / "whole.npz").read_bytes()
     arrays = load_arrays(tmp_path / "streamed.npz")
     plain = np.load(tmp_path / "streamed.npz")  # an ordinary .npz as well
-    assert sorted(arrays) == sorted(plain.files) == ["dropped", "frames", "labels", "sample_index"]
+    assert (
+        sorted(arrays)
+        == sorted(plain.files)
+        == [
+            "dropped",
+            "frame_duration_us",
+            "frames",
+            "labels",
+            "sample_index",
+        ]
+    )
     assert isinstance(arrays["frames"], np.memmap)
     for k in plain.files:
         assert arrays[k].dtype == plain[k].dtype and np.array_equal(arrays[k], plain[k])

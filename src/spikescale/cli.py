@@ -69,11 +69,14 @@ def cmd_train(a) -> None:
     train, test = (load_arrays(Path(a.frames_dir) / f"{s}.npz") for s in ("train", "test"))
     classes = len(read_metadata(a.events)["classes"])
     model, arch, report = train_cnn(
-        train, test, p.training, classes, p.device, progress=not a.quiet
+        train, test, p.training, classes, p.device, progress=not a.quiet, network=p.model
     )
     save_cnn(model, arch, a.out)
     write_json(report, a.report)
-    print(f"CNN test accuracy (one decision per recording): {report['cnn_test_accuracy']:.4f}")
+    how = "imported from " + report["checkpoint"] if report["imported"] else "trained"
+    print(
+        f"CNN ({how}) test accuracy (one decision per recording): {report['cnn_test_accuracy']:.4f}"
+    )
 
 
 def cmd_normalise(a) -> None:
@@ -81,17 +84,20 @@ def cmd_normalise(a) -> None:
 
     from spikescale.frames import load_arrays
     from spikescale.model import load_cnn, save_cnn
+    from spikescale.network import layer_spec, prepare_for_conversion
     from spikescale.normalise import frame_batches, normalise
 
-    p = _params(a.params).normalisation
+    params = _params(a.params)
+    p = params.normalisation
     _threads(a.threads)
     cnn, arch, _ = load_cnn(a.cnn)
+    cnn = prepare_for_conversion(cnn, params.conversion.max_pool)
     frames = load_arrays(a.frames)["frames"]
     pick = np.sort(np.random.default_rng(0).permutation(len(frames))[: p.samples])
     model, table = normalise(
         cnn, frame_batches(frames, pick, p.batch_size), p.percentile, p.ignore_zeros
     )
-    save_cnn(model, arch, a.out)
+    save_cnn(model, arch, a.out, layers=layer_spec(model))
     write_json(
         {
             "percentile": p.percentile,
@@ -107,25 +113,48 @@ def cmd_normalise(a) -> None:
 
 
 def cmd_convert(a) -> None:
-    from spikescale.convert import convert
+    from spikescale.convert import bias_ratio, convert
+    from spikescale.frames import load_arrays
     from spikescale.model import load_cnn, save_cnn
+    from spikescale.network import layer_spec
 
-    p = _params(a.params).conversion
+    params = _params(a.params)
+    p = params.conversion
+    _need(a.frames)
     cnn, arch, _ = load_cnn(a.cnn)
-    _, rows = convert(cnn, arch, p)
-    save_cnn(cnn, arch, a.out, conversion=p.model_dump(mode="json"))
-    write_json({"conversion": p.model_dump(mode="json"), "modules": rows}, a.summary)
-    print(f"SNN with {sum('spike_fn' in r for r in rows)} spiking layers written to {a.out}")
+    ratio = bias_ratio(
+        p.bias_rescaling,
+        load_arrays(a.frames).get("frame_duration_us"),
+        params.evaluation.time_bin_us,
+    )
+    _, rows = convert(cnn, arch, p, ratio)
+    conversion = p.model_dump(mode="json")
+    save_cnn(cnn, arch, a.out, layers=layer_spec(cnn), conversion=conversion, bias_rescaling=ratio)
+    write_json({"conversion": conversion, "bias_rescaling": ratio, "modules": rows}, a.summary)
+    print(
+        f"SNN with {sum('spike_fn' in r for r in rows)} spiking layers, biases divided by "
+        f"{ratio:g}, written to {a.out}"
+    )
 
 
 def load_snn(path):
-    """The SNN stored by `convert`: normalised CNN weights and the neuron model."""
+    """The SNN stored by `convert`, and its CNN twin on the SNN's time scale (the normalised
+    CNN with its biases divided as the SNN's are)."""
+    import torch
+
     from spikescale.model import load_cnn, to_snn
 
     cnn, arch, blob = load_cnn(path)
     if "conversion" not in blob:
         raise ValueError(f"{path} is a CNN, not an SNN written by 'spikescale convert'")
-    return cnn, arch, to_snn(cnn, arch, P.ConversionParams(**blob["conversion"]))
+    ratio = float(blob.get("bias_rescaling", 1.0))
+    snn = to_snn(cnn, arch, P.ConversionParams(**blob["conversion"]), ratio)
+    if ratio != 1.0:
+        with torch.no_grad():
+            for m in cnn.modules():
+                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None:
+                    m.bias /= ratio
+    return cnn, arch, snn
 
 
 PARTS = ("summary", "layers", "samples", "timecourse")
@@ -341,8 +370,10 @@ def cmd_schema(a) -> None:
 
 
 def cmd_check(a) -> None:
+    from spikescale.network import check_network
+
     p = _params(a.params)
-    print(f"{a.params}: valid (params hash {P.params_hash(p)})")
+    print(f"{a.params}: valid (params hash {P.params_hash(p)}); network: {check_network(p)}")
 
 
 def _check_device(device: str) -> None:
@@ -403,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         cmd_convert,
         ("--cnn", req),
+        ("--frames", req),
         ("--out", req),
         ("--summary", req),
         help="convert to a sinabs SNN",

@@ -1,9 +1,13 @@
 """The CNN and its conversion to a sinabs SNN; how both are stored.
 
-The CNN is a plain ``nn.Sequential``: conv/ReLU/avg-pool blocks, flatten, linear read-out,
-so that sinabs converts it layer by layer and every weighted layer can be normalised. Files
-hold the architecture and a state dict (loaded with ``weights_only=True``), never a pickled
-module.
+The built-in CNN is a plain ``nn.Sequential``: conv/ReLU/avg-pool blocks, flatten, linear
+read-out, so that sinabs converts it layer by layer and every weighted layer can be
+normalised; a user's network (``model.factory``) is made such a chain by
+:func:`spikescale.network.prepare_for_conversion`. Files hold a state dict (loaded with
+``weights_only=True``, never a pickled module) and what rebuilds the module: the built-in
+family's architecture, or the factory, input shape and classes of a user's network; the
+prepared (normalised, converted) networks also hold ``layers``, a plain-data description
+of the flat chain, so that later stages rebuild it without the user's code.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from spikescale.io import atomic_path
+from spikescale.network import FactoryNetwork, build_network, from_layer_spec
 from spikescale.params import ConversionParams
 
 
@@ -61,23 +66,55 @@ def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_children() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def save_cnn(model: nn.Sequential, arch: Architecture, path: str | Path, **extra) -> None:
+NetworkSource = Architecture | FactoryNetwork  # how a model file's network was made
+
+
+def _describe(source: NetworkSource) -> dict:
+    if isinstance(source, Architecture):
+        return {"architecture": asdict(source)}
+    return {
+        "factory": {
+            "factory": source.factory,
+            "input_shape": list(source.input_shape),
+            "classes": source.classes,
+        }
+    }
+
+
+def _source(blob: dict) -> NetworkSource:
+    if "architecture" in blob:
+        raw = dict(blob["architecture"])
+        raw["channels"] = tuple(raw["channels"])
+        return Architecture(**raw)
+    raw = blob["factory"]
+    return FactoryNetwork(raw["factory"], tuple(raw["input_shape"]), int(raw["classes"]))
+
+
+def save_cnn(model: nn.Module, arch: NetworkSource, path: str | Path, **extra) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        torch.save({"architecture": asdict(arch), "state_dict": state, **extra}, tmp)
+        torch.save({**_describe(arch), "state_dict": state, **extra}, tmp)
 
 
-def load_cnn(path: str | Path) -> tuple[nn.Sequential, Architecture, dict]:
+def load_cnn(path: str | Path) -> tuple[nn.Module, NetworkSource, dict]:
+    """The network in a model file (eval mode), how it was made, and the file's contents.
+
+    A file with ``layers`` (normalised CNN, SNN) gives the prepared flat chain; otherwise the
+    built-in family's architecture or the user's factory builds the network as trained.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"model file {path} does not exist (run the stage that writes it first)"
         )
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    raw = dict(blob["architecture"])
-    raw["channels"] = tuple(raw["channels"])
-    arch = Architecture(**raw)
-    model = build_cnn(arch)
+    arch = _source(blob)
+    if "layers" in blob:
+        model = from_layer_spec(blob["layers"])
+    elif isinstance(arch, Architecture):
+        model = build_cnn(arch)
+    else:
+        model = build_network(arch.factory, arch.input_shape, arch.classes)
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return model, arch, blob
@@ -92,8 +129,14 @@ def state_hash(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def to_snn(cnn: nn.Sequential, arch: Architecture, conversion: ConversionParams) -> nn.Sequential:
-    """The spiking ``nn.Sequential`` that sinabs makes of the CNN, spiking output included."""
+def to_snn(
+    cnn: nn.Sequential,
+    arch: NetworkSource,
+    conversion: ConversionParams,
+    bias_rescaling: float = 1.0,
+) -> nn.Sequential:
+    """The spiking ``nn.Sequential`` that sinabs makes of the CNN, spiking output included;
+    every bias divided by ``bias_rescaling`` (SNN time steps per training frame)."""
     network = sinabs.from_model(
         copy.deepcopy(cnn),
         input_shape=arch.input_shape,
@@ -103,6 +146,7 @@ def to_snn(cnn: nn.Sequential, arch: Architecture, conversion: ConversionParams)
         min_v_mem=conversion.min_v_mem,
         num_timesteps=1,
         add_spiking_output=True,
+        bias_rescaling=float(bias_rescaling),
     )
     snn = network.spiking_model
     snn.eval()

@@ -2,6 +2,7 @@ rule train:
     input:
         f"{FRAMES}/train.npz",
         f"{FRAMES}/test.npz",
+        network_sources,
         events=f"{EVENTS}/test.parquet",
     output:
         model=f"{MODELS}/cnn.pt",
@@ -16,7 +17,7 @@ rule train:
     resources:
         gpu=GPU,
     params:
-        p=sections("training", "device"),
+        p=sections("training", "device", "model"),
         frames=lambda w, input: os.path.dirname(input[0]),
     shell:
         "spikescale train --params {params.p:q} --frames-dir {params.frames} --events {input.events}"
@@ -36,7 +37,7 @@ rule normalise:
         "../envs/spikescale.yaml"
     threads: 2
     params:
-        p=sections("normalisation"),
+        p=sections("normalisation", conversion=["max_pool"]),
     shell:
         "spikescale normalise --params {params.p:q} --cnn {input.cnn} --frames {input.frames}"
         " --out {output.model} --table {output.table} --threads {threads} > {log:q} 2>&1"
@@ -44,7 +45,8 @@ rule normalise:
 
 rule convert:
     input:
-        f"{MODELS}/cnn_normalised.pt",
+        cnn=f"{MODELS}/cnn_normalised.pt",
+        frames=f"{FRAMES}/train.npz",
     output:
         snn=f"{MODELS}/snn.pt",
         summary=f"{MODELS}/snn_layers.json",
@@ -53,7 +55,8 @@ rule convert:
     conda:
         "../envs/spikescale.yaml"
     params:
-        p=sections("conversion"),
+        p=sections("conversion", evaluation=["time_bin_us"]),
     shell:
-        "spikescale convert --params {params.p:q} --cnn {input} --out {output.snn}"
+        "spikescale convert --params {params.p:q} --cnn {input.cnn} --frames {input.frames}"
+        " --out {output.snn}"
         " --summary {output.summary} > {log:q} 2>&1"
