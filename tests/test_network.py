@@ -303,3 +303,20 @@ def test_spikescale_check_names_the_bad_layer(tmp_path):
         proc.stderr
     )
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_snn_biases_and_its_cnn_twin_are_divided_alike():
+    from spikescale.model import divide_biases, to_snn
+    from spikescale.params import ConversionParams
+
+    prepared = prepare_for_conversion(_example(), "average")
+    snn = to_snn(prepared, FactoryNetwork(EXAMPLE, SHAPE, 10), ConversionParams(), 29.5)
+    twin = divide_biases(prepared, 29.5)
+    biased = [m for m in snn if isinstance(m, (nn.Conv2d, nn.Linear))]
+    want = [m for m in twin if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(biased) == 5
+    for a, b, c in zip(
+        biased, want, (m for m in prepared if isinstance(m, (nn.Conv2d, nn.Linear)))
+    ):
+        assert torch.equal(a.bias, b.bias) and torch.equal(a.weight, c.weight)
+        assert not torch.equal(b.bias, c.bias)

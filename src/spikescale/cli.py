@@ -140,21 +140,14 @@ def cmd_convert(a) -> None:
 def load_snn(path):
     """The SNN stored by `convert`, and its CNN twin on the SNN's time scale (the normalised
     CNN with its biases divided as the SNN's are)."""
-    import torch
-
-    from spikescale.model import load_cnn, to_snn
+    from spikescale.model import divide_biases, load_cnn, to_snn
 
     cnn, arch, blob = load_cnn(path)
     if "conversion" not in blob:
         raise ValueError(f"{path} is a CNN, not an SNN written by 'spikescale convert'")
     ratio = float(blob.get("bias_rescaling", 1.0))
     snn = to_snn(cnn, arch, P.ConversionParams(**blob["conversion"]), ratio)
-    if ratio != 1.0:
-        with torch.no_grad():
-            for m in cnn.modules():
-                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None:
-                    m.bias /= ratio
-    return cnn, arch, snn
+    return divide_biases(cnn, ratio), arch, snn
 
 
 PARTS = ("summary", "layers", "samples", "timecourse")

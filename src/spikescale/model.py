@@ -153,6 +153,18 @@ def to_snn(
     return snn
 
 
+def divide_biases(model: nn.Module, ratio: float) -> nn.Module:
+    """A copy of ``model`` with every Conv2d/Linear bias divided by ``ratio``: the CNN that
+    adds per SNN time step what the SNN adds (sinabs's ``bias_rescaling``)."""
+    model = copy.deepcopy(model)
+    if ratio != 1.0:
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                    m.bias /= ratio
+    return model
+
+
 def scale_first_layer(snn: nn.Sequential, factor: float) -> nn.Sequential:
     """A copy of the SNN whose first weighted layer (weights and bias) is multiplied by factor."""
     scaled = copy.deepcopy(snn)
