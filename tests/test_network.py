@@ -320,3 +320,18 @@ def test_snn_biases_and_its_cnn_twin_are_divided_alike():
     ):
         assert torch.equal(a.bias, b.bias) and torch.equal(a.weight, c.weight)
         assert not torch.equal(b.bias, c.bias)
+
+
+@pytest.mark.parametrize(
+    "name, shape, classes",
+    [
+        ("digits", (2, 34, 34), 10),
+        ("nmnist", (2, 34, 34), 10),
+        ("dvsgesture", (2, 128, 128), 11),
+        ("pokerdvs", (2, 35, 35), 4),
+    ],
+)
+def test_check_time_input_shape_is_the_datasets_frame_shape(name, shape, classes):
+    from spikescale.network import dataset_shape
+
+    assert dataset_shape(validate({"dataset": {"name": name}}).dataset) == (shape, classes)
