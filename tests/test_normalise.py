@@ -75,3 +75,33 @@ def test_bounded_memory_percentile_matches_the_exact_one(q, ignore_zeros):
     assert table[0]["values"] > 100 * 64  # the histogram passes really ran
     for (name, a), (_, b) in zip(exact.state_dict().items(), bounded.state_dict().items()):
         assert torch.allclose(a, b, rtol=1e-6, atol=0), name
+
+
+@pytest.mark.parametrize("percentile", [99.0, 99.9])
+def test_equals_sinabs_on_the_folded_example_network(percentile, monkeypatch):
+    """A user's network (strides, folded batch norm, max pool as average, hidden Linear):
+    normalisation of the prepared chain is sinabs's normalize_weights on it."""
+    from conftest import ROOT
+    from spikescale.network import build_network, prepare_for_conversion
+
+    monkeypatch.chdir(ROOT)  # examples/ is importable from the project root
+    torch.manual_seed(1)
+    model = build_network("examples.strided_bn:build", (2, 34, 34), 10)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    prepared = prepare_for_conversion(model, "average")
+    frames = torch.poisson(torch.full((30, 2, 34, 34), 0.3))
+    # one batch, as sinabs takes the sample (smaller batches round the read-out's matmul
+    # differently in the last bit)
+    ours, _ = normalise(prepared, batches(frames, 30), percentile, ignore_zeros=False)
+    reference = copy.deepcopy(prepared)
+    pairs = output_layer_names(prepared)
+    assert len(pairs) == 5
+    normalize_weights(
+        reference, frames, [o for _, o in pairs], [p for p, _ in pairs], percentile=percentile
+    )
+    for (name, a), (_, b) in zip(ours.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -277,7 +277,17 @@ def test_streamed_frames_equal_the_in_memory_frames_byte_for_byte(tmp_path, p):
         assert (tmp_path / "streamed.npz").read_bytes() == (tmp_path / "whole.npz").read_bytes()
     arrays = load_arrays(tmp_path / "streamed.npz")
     plain = np.load(tmp_path / "streamed.npz")  # an ordinary .npz as well
-    assert sorted(arrays) == sorted(plain.files) == ["dropped", "frames", "labels", "sample_index"]
+    assert (
+        sorted(arrays)
+        == sorted(plain.files)
+        == [
+            "dropped",
+            "frame_duration_us",
+            "frames",
+            "labels",
+            "sample_index",
+        ]
+    )
     assert isinstance(arrays["frames"], np.memmap)
     for k in plain.files:
         assert arrays[k].dtype == plain[k].dtype and np.array_equal(arrays[k], plain[k])
@@ -395,4 +405,27 @@ def test_memory_is_bounded_by_a_batch_not_by_the_split(tmp_path):
     assert data_bytes > 4.5 * bound and frame_bytes > 2 * bound
     assert r["growth"] < bound, (
         f"grew by {r['growth'] / 2**20:.0f} MB for {data_bytes / 2**20:.0f} MB of events"
+    )
+
+
+def test_frames_record_the_time_each_frame_covers():
+    """What `convert` divides biases by (with evaluation.time_bin_us): one value per frame."""
+    es = synthetic(30)
+    es = es.subset(np.flatnonzero(es.events_per_sample > 0))  # an empty one spans nothing
+    t, offsets = es.events["t"], es.offsets
+    span = (t[offsets[1:] - 1] - t[offsets[:-1]]).astype(np.float64)
+    bins = make_frames(es, FramesParams(mode="n_time_bins", n_time_bins=10))
+    assert np.array_equal(bins["frame_duration_us"], np.repeat(span // 10, 10))
+    window = make_frames(es, FramesParams(mode="time_window", time_window_us=30_000))
+    assert len(window["frame_duration_us"]) == len(window["frames"])
+    assert (window["frame_duration_us"] == 30_000).all()
+    summed = make_frames(es, FramesParams(bins_as_examples=False))
+    assert np.array_equal(summed["frame_duration_us"], span)
+    counted = make_frames(es, FramesParams(mode="event_count", event_count=100))
+    per_sample = np.bincount(counted["sample_index"], minlength=len(es))
+    assert (
+        np.allclose(
+            np.bincount(counted["sample_index"], weights=counted["frame_duration_us"]), span
+        )
+        or (per_sample == 0).any()
     )

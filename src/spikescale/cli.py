@@ -67,27 +67,33 @@ def cmd_train(a) -> None:
     train, test = (load_arrays(Path(a.frames_dir) / f"{s}.npz") for s in ("train", "test"))
     classes = len(read_metadata(a.events)["classes"])
     model, arch, report = train_cnn(
-        train, test, p.training, classes, p.device, progress=not a.quiet
+        train, test, p.training, classes, p.device, progress=not a.quiet, network=p.model
     )
     save_cnn(model, arch, a.out)
     write_json(report, a.report)
-    print(f"CNN test accuracy (one decision per recording): {report['cnn_test_accuracy']:.4f}")
+    how = "imported from " + report["checkpoint"] if report["imported"] else "trained"
+    print(
+        f"CNN ({how}) test accuracy (one decision per recording): {report['cnn_test_accuracy']:.4f}"
+    )
 
 
 def cmd_normalise(a) -> None:
     from spikescale.frames import load_arrays
     from spikescale.model import load_cnn, save_cnn
+    from spikescale.network import layer_spec, prepare_for_conversion
     from spikescale.normalise import frame_batches, normalise, sample_indices
 
-    p = _params(a.params).normalisation
+    params = _params(a.params)
+    p = params.normalisation
     _threads(a.threads)
     cnn, arch, _ = load_cnn(a.cnn)
+    cnn = prepare_for_conversion(cnn, params.conversion.max_pool)
     frames = load_arrays(a.frames)["frames"]
     pick = sample_indices(len(frames), p.samples)
     model, table = normalise(
         cnn, frame_batches(frames, pick, p.batch_size), p.percentile, p.ignore_zeros
     )
-    save_cnn(model, arch, a.out)
+    save_cnn(model, arch, a.out, layers=layer_spec(model))
     write_json(
         {
             "percentile": p.percentile,
@@ -103,15 +109,28 @@ def cmd_normalise(a) -> None:
 
 
 def cmd_convert(a) -> None:
-    from spikescale.convert import convert
+    from spikescale.convert import bias_ratio, convert
+    from spikescale.frames import load_arrays
     from spikescale.model import load_cnn, save_cnn
+    from spikescale.network import layer_spec
 
-    p = _params(a.params).conversion
+    params = _params(a.params)
+    p = params.conversion
+    _need(a.frames)
     cnn, arch, _ = load_cnn(a.cnn)
-    _, rows = convert(cnn, arch, p)
-    save_cnn(cnn, arch, a.out, conversion=p.model_dump(mode="json"))
-    write_json({"conversion": p.model_dump(mode="json"), "modules": rows}, a.summary)
-    print(f"SNN with {sum('spike_fn' in r for r in rows)} spiking layers written to {a.out}")
+    ratio = bias_ratio(
+        p.bias_rescaling,
+        load_arrays(a.frames).get("frame_duration_us"),
+        params.evaluation.time_bin_us,
+    )
+    _, rows = convert(cnn, arch, p, ratio)
+    conversion = p.model_dump(mode="json")
+    save_cnn(cnn, arch, a.out, layers=layer_spec(cnn), conversion=conversion, bias_rescaling=ratio)
+    write_json({"conversion": conversion, "bias_rescaling": ratio, "modules": rows}, a.summary)
+    print(
+        f"SNN with {sum('spike_fn' in r for r in rows)} spiking layers, biases divided by "
+        f"{ratio:g}, written to {a.out}"
+    )
 
 
 def cmd_evaluate(a) -> None:
@@ -184,10 +203,12 @@ def cmd_schema(a) -> None:
 
 def cmd_check(a) -> None:
     from spikescale.dataset import require_dataset
+    from spikescale.network import check_network
 
     p = _params(a.params)
     require_dataset(p.dataset)  # a missing dataset, with where it was looked for
-    print(f"{a.params}: valid (params hash {P.params_hash(p)})")
+    network = check_network(p)  # an unsupported or unloadable network, naming the layer
+    print(f"{a.params}: valid (params hash {P.params_hash(p)}); network: {network}")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -300,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         cmd_convert,
         _required("--cnn", "the normalised CNN (cnn_normalised.pt)"),
+        _required(
+            "--frames", "training frames (train.npz): their duration sets bias_rescaling: auto"
+        ),
         _required("--out", "the SNN to write (snn.pt)"),
         _required("--summary", "the layer summary to write (snn_layers.json)"),
         help="convert the normalised CNN to a sinabs SNN",

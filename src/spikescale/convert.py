@@ -1,19 +1,46 @@
-"""The `convert` stage: the normalised CNN as a sinabs rate-coded SNN."""
+"""The `convert` stage: the normalised CNN as a sinabs rate-coded SNN.
+
+Biases live on two time scales: the CNN adds a bias once per training frame (30 ms with
+10 bins over 300 ms), the SNN at every time step (1 ms), so the SNN divides every bias by
+the number of its time steps per training frame (sinabs's ``bias_rescaling``).
+"""
 
 from __future__ import annotations
 
+import numpy as np
 from torch import nn
 
-from spikescale.model import Architecture, to_snn
+from spikescale.model import NetworkSource, to_snn
 from spikescale.params import ConversionParams
 from spikescale.simulate import spiking_layers
 
 
+def bias_ratio(
+    setting: str | float, frame_durations_us: np.ndarray | None, time_bin_us: int
+) -> float:
+    """What biases are divided by: ``setting`` if a number; for ``"auto"`` the training
+    frames' mean duration over the SNN's time step."""
+    if setting != "auto":
+        return float(setting)
+    if frame_durations_us is None:
+        raise ValueError(
+            "conversion.bias_rescaling: auto needs the training frames' durations "
+            "(frame_duration_us in the frames file); rerun the frames stage, or set a number"
+        )
+    mean = float(np.mean(frame_durations_us)) if len(frame_durations_us) else 0.0
+    if not mean > 0:
+        raise ValueError(
+            f"conversion.bias_rescaling: auto: the training frames' mean duration is {mean} us; "
+            "expected > 0 (set conversion.bias_rescaling to a number instead)"
+        )
+    return mean / time_bin_us
+
+
 def convert(
-    cnn: nn.Sequential, arch: Architecture, p: ConversionParams
+    cnn: nn.Sequential, arch: NetworkSource, p: ConversionParams, bias_rescaling: float = 1.0
 ) -> tuple[nn.Sequential, list[dict]]:
-    """The SNN and one row per module describing it."""
-    snn = to_snn(cnn, arch, p)
+    """The SNN (biases divided by ``bias_rescaling``) and one row per module describing it."""
+    snn = to_snn(cnn, arch, p, bias_rescaling)
     spiking = {id(m) for m in spiking_layers(snn)}
     rows = []
     for name, module in snn.named_children():

@@ -2,7 +2,9 @@
 
 Each split becomes one ``.npz`` archive holding ``frames`` (n_frames, P, H, W), the
 ``sample_index`` of each frame, the per-sample ``labels`` and the number of events the
-binning ``dropped``. ``np.load`` reads it as any ``.npz``; its members are stored
+binning ``dropped``, and the time each frame covers, ``frame_duration_us`` (the CNN adds a
+bias once per frame, the SNN once per time step: ``convert`` rescales biases by their
+ratio). ``np.load`` reads it as any ``.npz``; its members are stored
 uncompressed, so :func:`load_arrays` maps ``frames`` from the file
 (``numpy.memmap``) instead of reading it: training touches only the frames it uses.
 
@@ -63,23 +65,49 @@ def smallest_dtype(frames: np.ndarray) -> np.dtype:
     return np.dtype(next(d for d in _DTYPES if top <= np.iinfo(d).max))
 
 
-def _bin(eventset: EventSet, p: FramesParams) -> tuple[np.ndarray, np.ndarray, int]:
-    """(frames in their smallest exact dtype, sample_index, dropped) of some samples."""
+def frame_durations_us(eventset: EventSet, sample_index: np.ndarray, p: FramesParams) -> np.ndarray:
+    """The time (us) each frame covers, as tonic's binning cuts it.
+
+    ``time_window``: the window; ``n_time_bins``: the recording's span (first to last
+    event) over the bins, times ``1 + overlap``; the event-count modes: the span over the
+    sample's number of frames; summed bins (``bins_as_examples: false``): the span.
+    """
+    t = eventset.events["t"].astype(np.int64)
+    offsets = np.asarray(eventset.offsets)
+    counts = np.diff(offsets)
+    span = np.zeros(len(counts), dtype=np.float64)
+    have = counts > 0
+    span[have] = t[offsets[1:][have] - 1] - t[offsets[:-1][have]]
+    if not p.bins_as_examples:
+        return span[sample_index]
+    if p.mode == "time_window":
+        return np.full(len(sample_index), float(p.time_window_us))
+    if p.mode == "n_time_bins":
+        return (span // p.n_time_bins * (1 + p.overlap))[sample_index]
+    per_sample = np.bincount(sample_index, minlength=len(counts)).astype(np.float64)
+    return (span / np.maximum(per_sample, 1))[sample_index]
+
+
+def _bin(eventset: EventSet, p: FramesParams) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """(frames in their smallest exact dtype, sample_index, dropped, frame durations in us)
+    of some samples."""
     frames, sample_index, dropped = frames_for_set(eventset, **binning_kwargs(p))
     if not p.bins_as_examples:
         summed = np.zeros((len(eventset), *frames.shape[1:]), dtype=np.int64)
         np.add.at(summed, sample_index, frames)
         frames, sample_index = summed, np.arange(len(eventset))
+    sample_index = sample_index.astype(np.int64)
     return (
         frames.astype(smallest_dtype(frames), copy=False),
-        sample_index.astype(np.int64),
+        sample_index,
         int(dropped),
+        frame_durations_us(eventset, sample_index, p),
     )
 
 
 def make_frames(eventset: EventSet, p: FramesParams) -> dict[str, np.ndarray]:
     """The frames of a whole split in memory (what :func:`write_frames` writes, batch by batch)."""
-    frames, sample_index, dropped = _bin(eventset, p)
+    frames, sample_index, dropped, durations = _bin(eventset, p)
     if len(frames) == 0:
         raise InputError(f"frames: binning with {binning_kwargs(p)} produced no frames")
     return {
@@ -87,6 +115,7 @@ def make_frames(eventset: EventSet, p: FramesParams) -> dict[str, np.ndarray]:
         "sample_index": sample_index,
         "labels": eventset.labels,
         "dropped": np.int64(dropped),
+        "frame_duration_us": durations,
     }
 
 
@@ -241,11 +270,12 @@ def write_frames(
     batch_size = batch_size or batch_samples(meta)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    sample_index, parts, dropped, shape = [], [], 0, None
+    sample_index, parts, dropped, shape, durations = [], [], 0, None, []
     # unnamed scratch file beside the output: the operating system removes it in any case
     with tempfile.TemporaryFile(dir=out_path.parent) as scratch:
         for idx, batch in iter_batches(events_path, batch_size):
-            frames, local, d = _bin(batch, p)
+            frames, local, d, duration = _bin(batch, p)
+            durations.append(duration)
             scratch.write(memoryview(np.ascontiguousarray(frames)).cast("B"))
             parts.append((frames.dtype, len(frames)))
             sample_index.append(local + idx[0])
@@ -276,6 +306,7 @@ def write_frames(
                 archive.add_array("sample_index", np.concatenate(sample_index))
                 archive.add_array("labels", labels)
                 archive.add_array("dropped", np.int64(dropped))
+                archive.add_array("frame_duration_us", np.concatenate(durations))
             finally:
                 archive.close()
     return {"frames": int(total), "dropped_events": int(dropped)}

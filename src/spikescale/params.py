@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -144,6 +145,39 @@ class NormalisationParams(Section):
     batch_size: int = Field(256, ge=1)
 
 
+class ModelParams(Section):
+    """Which network: the built-in family or the user's own, trained here or imported."""
+
+    factory: str | None = Field(
+        None,
+        description="'module:function' importable from the project root or the environment,"
+        " called as function(input_shape=(C, H, W), classes=N) -> torch.nn.Module;"
+        " null: the built-in family (training.channels, kernel_size, bias)",
+    )
+    checkpoint: str | None = Field(
+        None,
+        description="a trained state_dict (.pt) for model.factory's network:"
+        " train verifies and imports it instead of training",
+    )
+
+    @field_validator("factory")
+    @classmethod
+    def _module_function(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
+            raise ValueError(
+                f"expected 'module:function' (e.g. examples.strided_bn:build), got {v!r}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _checkpoint_needs_factory(self) -> ModelParams:
+        if self.checkpoint is not None and self.factory is None:
+            raise ValueError(
+                "model.checkpoint needs model.factory: the network the weights belong to"
+            )
+        return self
+
+
 class ConversionParams(Section):
     spike_fn: Literal["multi", "single"] = Field(
         "multi", description="sinabs MultiSpike or SingleSpike"
@@ -154,6 +188,16 @@ class ConversionParams(Section):
     threshold: float = Field(1.0, gt=0)
     min_v_mem: float | None = Field(
         -1.0, lt=0, description="lower bound of the membrane; null for none"
+    )
+    max_pool: Literal["error", "average"] = Field(
+        "error",
+        description="MaxPool2d in the network: refuse it (error) or replace it by an AvgPool2d"
+        " of the same window before normalisation (average)",
+    )
+    bias_rescaling: Literal["auto"] | Annotated[float, Field(gt=0)] = Field(
+        "auto",
+        description="biases divided by this many SNN time steps per training frame; auto:"
+        " the training frames' mean duration over evaluation.time_bin_us",
     )
 
 
@@ -215,6 +259,7 @@ class Params(Section):
     dataset: DatasetParams = DatasetParams()
     frames: FramesParams = FramesParams()
     training: TrainingParams = TrainingParams()
+    model: ModelParams = ModelParams()
     normalisation: NormalisationParams = NormalisationParams()
     conversion: ConversionParams = ConversionParams()
     evaluation: EvaluationParams = EvaluationParams()

@@ -23,13 +23,19 @@ Tables = dict[str, pa.Table]
 
 
 def load_snn(path: str | Path):
-    """The SNN stored by `convert`: (normalised CNN, its architecture, the sinabs SNN)."""
-    from spikescale.model import load_cnn, to_snn
+    """The SNN stored by `convert`: (its CNN twin, the architecture, the sinabs SNN).
+
+    The twin is the normalised CNN on the SNN's time scale: its biases divided as the SNN's
+    are (``bias_rescaling``), so that it predicts the SNN's spike counts per step.
+    """
+    from spikescale.model import divide_biases, load_cnn, to_snn
 
     cnn, arch, blob = load_cnn(path)
     if "conversion" not in blob:
         raise InputError(f"{path} is a CNN, not an SNN written by 'spikescale convert'")
-    return cnn, arch, to_snn(cnn, arch, ConversionParams(**blob["conversion"]))
+    ratio = float(blob.get("bias_rescaling", 1.0))
+    snn = to_snn(cnn, arch, ConversionParams(**blob["conversion"]), ratio)
+    return divide_biases(cnn, ratio), arch, snn
 
 
 def part_path(prefix: str | Path, name: str) -> Path:

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from spikescale.model import Architecture, build_cnn
-from spikescale.params import TrainingParams
+from spikescale.model import Architecture, NetworkSource, build_cnn
+from spikescale.network import FactoryNetwork, build_network, import_checkpoint
+from spikescale.params import ModelParams, TrainingParams
 
 
 def seed_everything(seed: int) -> None:
@@ -73,6 +74,32 @@ def split_by_sample(sample_index: np.ndarray, n_samples: int, fraction: float, s
     return ~is_val, is_val
 
 
+def make_network(
+    p: TrainingParams,
+    model: ModelParams,
+    input_shape: tuple[int, int, int],
+    classes: int,
+) -> tuple[nn.Module, NetworkSource]:
+    """The untrained network: the built-in family, or what ``model.factory`` builds."""
+    if model.factory is None:
+        arch = Architecture(*input_shape, classes, tuple(p.channels), p.kernel_size, p.bias)
+        return build_cnn(arch), arch
+    source = FactoryNetwork(model.factory, tuple(int(s) for s in input_shape), classes)
+    return build_network(model.factory, source.input_shape, classes), source
+
+
+def accuracy_report(model: nn.Module, test: dict[str, np.ndarray], device: str) -> dict:
+    """The network's accuracy on the test frames, per frame and per recording."""
+    logits = predict_logits(model, test["frames"], 512, device)
+    test_frame_labels = test["labels"][test["sample_index"]]
+    return {
+        "cnn_test_frame_accuracy": float((logits.argmax(1) == test_frame_labels).mean()),
+        "cnn_test_accuracy": sample_accuracy(logits, test["sample_index"], test["labels"]),
+        "test_samples": int(len(test["labels"])),
+        "test_frames_per_recording": float(len(test["sample_index"]) / len(test["labels"])),
+    }
+
+
 def train_cnn(
     train: dict[str, np.ndarray],
     test: dict[str, np.ndarray],
@@ -80,13 +107,29 @@ def train_cnn(
     classes: int,
     device: str = "cpu",
     progress: bool = True,
-) -> tuple[nn.Sequential, Architecture, dict]:
-    """Train on ``train`` frames; return the model, its architecture and a report."""
+    network: ModelParams | None = None,
+) -> tuple[nn.Module, NetworkSource, dict]:
+    """Train on ``train`` frames; return the model, how it was built and a report.
+
+    ``network`` says which network (default: the built-in family). With
+    ``network.checkpoint`` the factory's network gets the checkpoint's weights (names and
+    shapes checked) instead of training, and the report marks it ``imported``.
+    """
+    network = network or ModelParams()
     seed_everything(p.seed)
     frames, sample_index, labels = train["frames"], train["sample_index"], train["labels"]
-    _, c, h, w = frames.shape
-    arch = Architecture(c, h, w, classes, tuple(p.channels), p.kernel_size, p.bias)
-    model = build_cnn(arch).to(device)
+    model, source = make_network(p, network, tuple(frames.shape[1:]), classes)
+    if network.checkpoint is not None:
+        import_checkpoint(network.checkpoint, model, network.factory)
+        report = {
+            "history": [],
+            **accuracy_report(model.to(device), test, device),
+            "train_frames": 0,
+            "imported": True,
+            "checkpoint": network.checkpoint,
+        }
+        return model.cpu().eval(), source, report
+    model = model.to(device)
     optimiser = torch.optim.Adam(
         model.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay
     )
@@ -132,14 +175,10 @@ def train_cnn(
                     f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
                 )
             )
-    logits = predict_logits(model, test["frames"], 512, device)
-    test_frame_labels = test["labels"][test["sample_index"]]
     report = {
         "history": history,
-        "cnn_test_frame_accuracy": float((logits.argmax(1) == test_frame_labels).mean()),
-        "cnn_test_accuracy": sample_accuracy(logits, test["sample_index"], test["labels"]),
-        "test_samples": int(len(test["labels"])),
-        "test_frames_per_recording": float(len(test["sample_index"]) / len(test["labels"])),
+        **accuracy_report(model, test, device),
         "train_frames": int(len(fit_idx)),
+        "imported": False,
     }
-    return model.cpu().eval(), arch, report
+    return model.cpu().eval(), source, report

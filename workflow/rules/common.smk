@@ -17,9 +17,30 @@ from spikescale.params import (
 from spikescale.sources import stage_sources
 
 try:
-    PARAMS = canonical(validate_params(config, "the Snakemake config (params.yaml and --config)"))
+    VALIDATED = validate_params(config, "the Snakemake config (params.yaml and --config)")
 except ParamsError as err:
     raise WorkflowError(str(err)) from None
+PARAMS = canonical(VALIDATED)
+
+# your own network (model.factory, model.checkpoint): build, prepare and load it now, so an
+# unsupported layer or a checkpoint that does not fit fails here, before any job
+NETWORK_SOURCES = []
+if PARAMS["model"]["factory"] is not None:
+    from spikescale.network import NetworkError, check_network, factory_source
+
+    try:
+        check_network(VALIDATED)
+    except NetworkError as err:
+        raise WorkflowError(str(err)) from None
+    _source = factory_source(PARAMS["model"]["factory"])
+    if _source is not None:
+        _here = os.path.abspath(".")
+        _path = os.path.abspath(_source)
+        NETWORK_SOURCES.append(
+            os.path.relpath(_path, _here) if _path.startswith(_here + os.sep) else _path
+        )
+    if PARAMS["model"]["checkpoint"] is not None:
+        NETWORK_SOURCES.append(PARAMS["model"]["checkpoint"])
 
 # from here on the config holds the validated values (`--config` gives strings for numbers)
 config.clear()
@@ -74,13 +95,22 @@ def raw_datasets(wildcards):
     return [RAW] if os.path.isdir(RAW) else []
 
 
-def sections(*names):
-    """The resolved parameter sections a rule uses, as JSON for `spikescale --params`.
+def network_sources(wildcards):
+    """The factory's source file and the checkpoint (where set): inputs of `train`, so a
+    new checkpoint or an edited network reruns everything after it."""
+    return NETWORK_SOURCES
+
+
+def sections(*names, **keys):
+    """The resolved parameter sections a rule uses, as JSON for `spikescale --params`;
+    ``section=[key, ...]`` passes only those keys of a section.
 
     Passing values (not the params.yaml path) lets `--config` overrides reach the stage,
     and Snakemake's params trigger reruns only the rules whose sections changed.
     """
-    return json.dumps({n: PARAMS[n] for n in names}, sort_keys=True, separators=(",", ":"))
+    chosen = {n: PARAMS[n] for n in names}
+    chosen.update({n: {k: PARAMS[n][k] for k in ks} for n, ks in keys.items()})
+    return json.dumps(chosen, sort_keys=True, separators=(",", ":"))
 
 
 wildcard_constraints:

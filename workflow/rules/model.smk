@@ -2,6 +2,7 @@ rule train:
     input:
         f"{FRAMES}/train.npz",
         f"{FRAMES}/test.npz",
+        network_sources,
         events=f"{EVENTS}/test.parquet",
         code=sources("train"),
         spikescale=ancient(SPIKESCALE),
@@ -18,7 +19,7 @@ rule train:
     resources:
         gpu=GPU,
     params:
-        p=sections("training", "device"),
+        p=sections("training", "device", "model"),
         frames=lambda w, input: os.path.dirname(input[0]),
     shell:
         "{input.spikescale} train --params {params.p:q} --frames-dir {params.frames} --events {input.events}"
@@ -40,7 +41,7 @@ rule normalise:
         "../envs/spikescale.yaml"
     threads: 2
     params:
-        p=sections("normalisation"),
+        p=sections("normalisation", conversion=["max_pool"]),
     shell:
         "{input.spikescale} normalise --params {params.p:q} --cnn {input.cnn} --frames {input.frames}"
         " --out {output.model} --table {output.table} --threads {threads} > {log:q} 2>&1"
@@ -49,6 +50,7 @@ rule normalise:
 rule convert:
     input:
         cnn=f"{MODELS}/cnn_normalised.pt",
+        frames=f"{FRAMES}/train.npz",
         code=sources("convert"),
         spikescale=ancient(SPIKESCALE),
     output:
@@ -59,7 +61,8 @@ rule convert:
     conda:
         "../envs/spikescale.yaml"
     params:
-        p=sections("conversion"),
+        p=sections("conversion", evaluation=["time_bin_us"]),
     shell:
-        "{input.spikescale} convert --params {params.p:q} --cnn {input.cnn} --out {output.snn}"
+        "{input.spikescale} convert --params {params.p:q} --cnn {input.cnn} --frames {input.frames}"
+        " --out {output.snn}"
         " --summary {output.summary} > {log:q} 2>&1"
