@@ -335,3 +335,20 @@ def test_check_time_input_shape_is_the_datasets_frame_shape(name, shape, classes
     from spikescale.network import dataset_shape
 
     assert dataset_shape(validate({"dataset": {"name": name}}).dataset) == (shape, classes)
+
+
+@pytest.mark.parametrize(
+    "pool", [nn.AvgPool2d(3, 2, ceil_mode=True), nn.AvgPool2d(3, 1, 1, count_include_pad=False)]
+)
+def test_pools_the_simulators_cannot_run_exactly_are_refused(pool):
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), pool, nn.Flatten(), nn.LazyLinear(3))
+    with pytest.raises(NetworkError, match="layer 2 .AvgPool2d.*ceil_mode"):
+        prepare_for_conversion(model)
+
+
+def test_a_pool_divisor_survives_preparation_and_the_layer_spec():
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3), nn.ReLU(), nn.AvgPool2d(3, divisor_override=4), nn.Flatten()
+    )
+    prepared = prepare_for_conversion(nn.Sequential(*model, nn.Linear(4, 3)))
+    assert prepared[2].divisor_override == 4

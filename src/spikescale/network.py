@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from spikescale.errors import InputError
+
 SUPPORTED = (
     "Conv2d (zero padding; any stride, padding, dilation, groups, with or without bias), "
     "Linear, ReLU, AvgPool2d, MaxPool2d (with conversion.max_pool: average), "
@@ -40,7 +42,7 @@ MAX_POOL_WHY = (
 )
 
 
-class NetworkError(ValueError):
+class NetworkError(InputError):
     """A network, factory or checkpoint that spikescale cannot use; the message says why."""
 
 
@@ -238,8 +240,14 @@ def prepare_for_conversion(model: nn.Module, max_pool: str = "error") -> nn.Sequ
         if isinstance(m, nn.MaxPool2d):
             if max_pool == "error":
                 raise _refuse(path, m, MAX_POOL_WHY)
-            layers.append((path, _average_pool(path, m)))
-            continue
+            m = _average_pool(path, m)
+        if isinstance(m, nn.AvgPool2d) and (m.ceil_mode or not m.count_include_pad):
+            raise _refuse(
+                path,
+                m,
+                "the simulators pool whole windows with the padding counted: no ceil_mode,"
+                " no count_include_pad=False",
+            )
         if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
             raise _refuse(path, m, f"padding_mode {m.padding_mode!r} (only zero padding)")
         layers.append((path, _copy_layer(m)))

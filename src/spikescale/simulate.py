@@ -64,6 +64,8 @@ from sinabs.layers.reshape import SqueezeMixin
 from torch import nn
 from torch.nn import functional as F
 
+from spikescale.errors import InputError
+
 BACKENDS = ("sinabs", "fast")
 
 
@@ -244,9 +246,10 @@ SUPPORTED = (
 )
 
 
-def _unsupported(name: str, m: nn.Module, why: str = "") -> ValueError:
+def _unsupported(name: str, m: nn.Module, why: str = "") -> InputError:
+    """A layer of the user's network that the fast backend cannot simulate exactly."""
     why = f" ({why})" if why else ""
-    return ValueError(
+    return InputError(
         f"simulate(backend='fast'): unsupported layer {name!r}: {m!r}{why}. Supported: {SUPPORTED}."
     )
 
