@@ -86,8 +86,8 @@ def main() -> int:
         print(f"CNN test accuracy: CPU {accuracy['cpu']:.4f}, {a.device} {accuracy[a.device]:.4f}")
         stage(work, "normalise", {}, "--cnn", "cpu/cnn.pt", "--frames", "frames/train.npz",
               "--out", "cnn_normalised.pt", "--table", "normalisation.json")  # fmt: skip
-        stage(work, "convert", {}, "--cnn", "cnn_normalised.pt", "--out", "snn.pt",
-              "--summary", "snn_layers.json")  # fmt: skip
+        stage(work, "convert", {}, "--cnn", "cnn_normalised.pt", "--frames", "frames/train.npz",
+              "--out", "snn.pt", "--summary", "snn_layers.json")  # fmt: skip
         for factor in a.factors.split(","):
             tables = {}
             for device in ("cpu", a.device):

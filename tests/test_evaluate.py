@@ -157,7 +157,6 @@ def test_example_network_diagnostics_line_up_with_its_spiking_layers():
     spiking layer, shaped like that layer's spike counts."""
     from example_network import INPUT_SHAPE, example_cnn, example_snn
 
-    torch.set_grad_enabled(False)
     cnn = example_cnn(seed=1)
     snn = example_snn(cnn)
     assert layer_names(snn) == ["conv1", "conv2", "conv3", "fc1", "fc2"]

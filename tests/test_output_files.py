@@ -55,6 +55,7 @@ def test_model_files_and_nir_export_are_byte_identical_across_runs(snakemake_pro
                "--frames", "data/digits/frames/train.npz",
                "--out", f"{again}/cnn_normalised.pt", "--table", f"{again}/table.json")  # fmt: skip
     spikescale("convert", "--cnn", f"{models}/cnn_normalised.pt",
+               "--frames", "data/digits/frames/train.npz",
                "--out", f"{again}/snn.pt", "--summary", f"{again}/snn_layers.json")  # fmt: skip
     run(
         [str(BIN / "spikescale"), "export", "--snn", f"{models}/snn.pt",

@@ -26,7 +26,12 @@ from torch import nn
 
 from spikescale.simulate import _accumulate, _pair, simulate, simulate_fast_cpu, simulate_fast_torch
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Simulation needs no autograd; restored after each test (later tests train)."""
+    with torch.no_grad():
+        yield
 
 
 def iaf(cfg: dict) -> sl.IAFSqueeze:

@@ -100,6 +100,7 @@ def accuracy_report(model: nn.Module, test: dict[str, np.ndarray], device: str) 
     }
 
 
+@torch.enable_grad()  # training needs autograd whatever the caller set
 def train_cnn(
     train: dict[str, np.ndarray],
     test: dict[str, np.ndarray],
