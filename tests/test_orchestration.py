@@ -11,7 +11,7 @@ import pytest
 from conftest import BIN, env, init_dvc, make_project, snakemake
 from test_pipeline import job_counts
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.beside]
 
 AFTER_NORMALISE = {
     "normalise": 1,

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import ROOT, init_dvc, make_project
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.beside]
 
 SKIP_MARK = re.compile(r"<!-- not run by tests/test_readme\.py: (.+?) -->\s*$")
 BLOCK = re.compile(r"^```sh\n(.*?)^```", re.M | re.S)
