@@ -81,15 +81,18 @@ def open_splits(p: DatasetParams) -> dict[str, SplitSource]:
         )
         for split in ("train", "test")
     }
-    return {
-        split: SplitSource(
-            ts.sensor_size,
-            ts.classes,
-            lambda ts=ts: chunked(ts, ts.sensor_size, ts.classes),
-            lambda ts=ts: dict(ts.skipped),
-        )
-        for split, ts in located.items()
-    }
+    return {split: _streamed(ts) for split, ts in located.items()}
+
+
+def _streamed(split, metadata: Callable[[], dict] = dict) -> SplitSource:
+    """A split read recording by recording (a tonic dataset's or a folder's), in chunks."""
+    return SplitSource(
+        split.sensor_size,
+        split.classes,
+        lambda: chunked(split, split.sensor_size, split.classes),
+        lambda: dict(split.skipped),
+        metadata,
+    )
 
 
 def _folder_splits(p: DatasetParams) -> dict[str, SplitSource]:
@@ -110,13 +113,7 @@ def _folder_splits(p: DatasetParams) -> dict[str, SplitSource]:
     if inferred:
         splits = with_sensor_size(splits, infer_sensor_size(splits.values()))
     return {
-        split: SplitSource(
-            fs.sensor_size,
-            fs.classes,
-            lambda fs=fs: chunked(fs, fs.sensor_size, fs.classes),
-            lambda fs=fs: dict(fs.skipped),
-            lambda fs=fs: {**fs.metadata(), "sensor_size_inferred": inferred},
-        )
+        split: _streamed(fs, lambda fs=fs: {**fs.metadata(), "sensor_size_inferred": inferred})
         for split, fs in splits.items()
     }
 
