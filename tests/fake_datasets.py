@@ -155,6 +155,32 @@ def write_pokerdvs(
     return sorted(out, key=lambda r: (r[0], r[1].name))
 
 
+# ----------------------------------------------------------------------------- benchmark sets
+
+
+def write_ncaltech101_bin(path: Path, events: np.ndarray) -> Path:
+    """N-Caltech101 uses N-MNIST's 40-bit format; recordings differ in size."""
+    return write_nmnist_bin(path, events)
+
+
+def write_asldvs_mat(path: Path, events: np.ndarray, height: int = 180) -> Path:
+    """ASL-DVS's MATLAB file: column vectors ts, x, y, pol; y counted from the bottom
+    (tonic flips it: ``179 - y``)."""
+    from scipy.io import savemat
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(
+        path,
+        {
+            "ts": events["t"].astype(np.int64).reshape(-1, 1),
+            "x": events["x"].astype(np.uint8).reshape(-1, 1),
+            "y": (height - 1 - events["y"]).astype(np.uint8).reshape(-1, 1),
+            "pol": events["p"].astype(np.uint8).reshape(-1, 1),
+        },
+    )
+    return path
+
+
 # ----------------------------------------------------------------------------- archives
 
 

@@ -403,3 +403,79 @@ def test_bad_sensor_and_array():
         to_frames(np.zeros(3), (1, 1, 1), time_window=10)
     with pytest.raises(ValueError, match="time_bin_us"):
         raster(from_samples([ev], [0], (1, 1, 1), ("a",)), 0, 2)
+
+
+# ---------------------------------------------------------------------------- downsample
+
+
+def _sum_pool(counts: np.ndarray, k: int) -> np.ndarray:
+    """Brute-force reference: zero-pad H and W up to multiples of k, then sum k x k blocks."""
+    *lead, height, width = counts.shape
+    padded = np.zeros((*lead, -(-height // k) * k, -(-width // k) * k), dtype=np.int64)
+    padded[..., :height, :width] = counts
+    h, w = padded.shape[-2] // k, padded.shape[-1] // k
+    return padded.reshape(*lead, h, k, w, k).sum(axis=(-3, -1))
+
+
+@SOME
+@given(data=st.data())
+def test_downsampled_frames_and_rasters_sum_blocks_alike(data):
+    """At a factor k, training frames and evaluation rasters are both the k x k block sums
+    of their full-resolution counts: the two inputs of the networks cannot drift apart."""
+    sensor = data.draw(sensors())
+    k = data.draw(st.integers(1, 4))
+    samples = data.draw(st.lists(streams(sensor, max_events=25), min_size=1, max_size=4))
+    samples = [s for s in samples if not len(s) or s["t"][-1] < 10**6]
+    assume(samples)
+    mode = data.draw(modes())
+    eventset = from_samples(samples, np.zeros(len(samples), dtype=np.int64), sensor, ("a",))
+    full, index, dropped = frames_for_set(eventset, **mode)
+    small, small_index, small_dropped = frames_for_set(eventset, downsample=k, **mode)
+    np.testing.assert_array_equal(small, _sum_pool(full, k))
+    np.testing.assert_array_equal(small_index, index)
+    assert small_dropped == dropped
+    grid, _ = raster(eventset, 300, 4, dtype=np.int64)
+    small_grid, _ = raster(eventset, 300, 4, dtype=np.int64, downsample=k)
+    np.testing.assert_array_equal(small_grid, _sum_pool(grid, k))
+    width, height, polarities = binning.downsampled_sensor(sensor, k)
+    assert small.shape[1:] == small_grid.shape[2:] == (polarities, height, width)
+
+
+def test_downsampled_frames_summed_equal_the_raster_of_the_same_events():
+    """One frame per sample (bins summed) at a factor is the raster's sum over time."""
+    rng = np.random.default_rng(3)
+    sensor = (240, 180, 2)
+    samples = []
+    for _ in range(3):
+        ev = np.zeros(500, dtype=EVENT_DTYPE)
+        ev["x"], ev["y"] = rng.integers(0, 240, 500), rng.integers(0, 180, 500)
+        ev["p"], ev["t"] = rng.integers(0, 2, 500), np.sort(rng.integers(0, 90_000, 500))
+        samples.append(ev)
+    eventset = from_samples(samples, [0, 1, 2], sensor, ("a", "b", "c"))
+    frames, _, dropped = frames_for_set(eventset, n_event_bins=1, downsample=4)
+    grid, grid_dropped = raster(eventset, 1000, 90, dtype=np.int64, downsample=4)
+    assert frames.shape == (3, 2, 45, 60) and dropped == grid_dropped == 0
+    np.testing.assert_array_equal(frames, grid.sum(1))
+
+
+def test_downsample_one_changes_nothing():
+    rng = np.random.default_rng(0)
+    ev = np.zeros(300, dtype=EVENT_DTYPE)
+    ev["x"], ev["y"] = rng.integers(0, 34, 300), rng.integers(0, 34, 300)
+    ev["p"], ev["t"] = rng.integers(0, 2, 300), np.sort(rng.integers(0, 300_000, 300))
+    eventset = from_samples([ev], [0], (34, 34, 2), ("a",))
+    before, _, _ = frames_for_set(eventset, n_time_bins=10)
+    after, _, _ = frames_for_set(eventset, n_time_bins=10, downsample=1)
+    assert before.dtype == after.dtype and before.tobytes() == after.tobytes()
+
+
+def test_downsample_checks_the_full_sensor_and_the_factor():
+    ev = np.zeros(1, dtype=EVENT_DTYPE)
+    ev["x"] = 34  # one past the edge: x // 4 = 8 would fit the 9-wide downsampled sensor
+    eventset = from_samples([ev], [0], (34, 34, 2), ("a",))
+    with pytest.raises(ValueError, match="'x' has value 34 outside the sensor"):
+        frames_for_set(eventset, n_event_bins=1, downsample=4)
+    with pytest.raises(ValueError, match="'x' has value 34 outside the sensor"):
+        raster(eventset, 10, 2, downsample=4)
+    with pytest.raises(ValueError, match="downsample must be a positive integer, got 0"):
+        raster(eventset, 10, 2, downsample=0)

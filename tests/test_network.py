@@ -337,6 +337,13 @@ def test_check_time_input_shape_is_the_datasets_frame_shape(name, shape, classes
     assert dataset_shape(validate({"dataset": {"name": name}}).dataset) == (shape, classes)
 
 
+def test_check_time_input_shape_follows_frames_downsample():
+    from spikescale.network import dataset_shape
+
+    dataset = validate({"dataset": {"name": "pokerdvs"}}).dataset
+    assert dataset_shape(dataset, downsample=4) == ((2, 9, 9), 4)  # ceil(35 / 4)
+
+
 @pytest.mark.parametrize(
     "pool", [nn.AvgPool2d(3, 2, ceil_mode=True), nn.AvgPool2d(3, 1, 1, count_include_pad=False)]
 )

@@ -482,3 +482,72 @@ def test_all_recordings_bad(tmp_path):
     make_empty_bin(tmp_path)
     with pytest.raises(BadSampleError, match="all 1 recordings were skipped"):
         load_tonic("nmnist", tmp_path, "train", on_bad_sample="skip")
+
+
+# --------------------------------------------------------------------------- benchmark-set readers
+
+
+def _tonic_item(cls_name: str, path: Path, target: int = 0) -> np.ndarray:
+    """What tonic's own dataset class returns for one file (its __getitem__, no download)."""
+    import tonic.datasets
+
+    cls = getattr(tonic.datasets, cls_name)
+    dataset = cls.__new__(cls)
+    dataset.data, dataset.targets = [str(path)], [target]
+    dataset.transform = dataset.target_transform = dataset.transforms = None
+    return dataset[0][0]
+
+
+def _same_events(ours: np.ndarray, theirs: np.ndarray) -> None:
+    theirs = np.ravel(theirs)
+    for field in ("x", "y", "t", "p"):
+        np.testing.assert_array_equal(
+            np.asarray(ours[field], dtype=np.int64), np.asarray(theirs[field], dtype=np.int64)
+        )
+
+
+def test_ncaltech101_reader_equals_tonics_and_fits_the_padded_sensor(tmp_path):
+    from fake_datasets import random_events, write_ncaltech101_bin
+    from spikescale.tonic_datasets import NCALTECH101_SENSOR, _decode_ncaltech101
+
+    rng = np.random.default_rng(0)
+    events = random_events(rng, 200, (240, 180, 2))
+    events["x"] = events["x"] % 200 + 30  # a recording that does not start at x = 0
+    path = write_ncaltech101_bin(tmp_path / "Caltech101" / "airplanes" / "image_0001.bin", events)
+    ours = _decode_ncaltech101(path)
+    _same_events(ours, _tonic_item("NCALTECH101", path))
+    assert ours["x"].min() == 0 and ours["x"].max() < NCALTECH101_SENSOR[0]
+
+
+def test_asldvs_reader_equals_tonics(tmp_path):
+    from fake_datasets import random_events, write_asldvs_mat
+    from spikescale.tonic_datasets import _decode_asldvs
+
+    events = random_events(np.random.default_rng(1), 150, (240, 180, 2))
+    path = write_asldvs_mat(tmp_path / "a" / "a_0001.mat", events)
+    ours = _decode_asldvs(path)
+    _same_events(ours, _tonic_item("ASLDVS", path))
+    _same_events(ours, events)  # the writer's bottom-up y comes back as the sensor's
+
+
+def test_cifar10dvs_reader_equals_tonics(tmp_path):
+    from fake_datasets import random_events
+    from recording_formats import write_aedat4
+    from spikescale.tonic_datasets import _decode_cifar10dvs
+
+    events = random_events(np.random.default_rng(2), 120, (128, 128, 2), t0=1_600_000_000)
+    path = write_aedat4(tmp_path / "airplane" / "cifar10_airplane_0.aedat4", events, 128, 128)
+    _same_events(_decode_cifar10dvs(path), _tonic_item("CIFAR10DVS", path))
+
+
+def test_benchmark_readers_name_bad_files(tmp_path):
+    from spikescale.tonic_datasets import _Bad, _decode_asldvs, _decode_ncaltech101
+
+    truncated = tmp_path / "image_0001.bin"
+    truncated.write_bytes(b"\x00" * 7)
+    with pytest.raises(_Bad, match="truncated: 7 bytes"):
+        _decode_ncaltech101(truncated)
+    junk = tmp_path / "a_0001.mat"
+    junk.write_bytes(b"not a mat file")
+    with pytest.raises(_Bad, match="not a readable .mat file"):
+        _decode_asldvs(junk)

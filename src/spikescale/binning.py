@@ -11,6 +11,12 @@ Two products:
 * :func:`raster` puts every sample on one fixed time grid starting at t = 0: the input of
   the spiking network, where time must mean the same thing in every sample.
 
+Both take ``downsample`` (an integer spatial factor ``k``, default 1): an event at
+``(x, y)`` counts at ``(x // k, y // k)`` on a sensor of ``ceil(W / k) x ceil(H / k)``, so
+the counts of each ``k x k`` block are summed and no event is lost at the edges. It is
+applied by :func:`downsampled_sensor` and :func:`_downsample` here and nowhere else, so
+training frames and evaluation rasters cannot disagree about it.
+
 Tonic behaviour reproduced on purpose (see ``tonic/slicers.py``):
 
 * ``time_window``: windows ``[t0 + k*stride, t0 + k*stride + time_window)`` with
@@ -123,24 +129,41 @@ def frames_for_set(
     overlap: float = 0.0,
     include_incomplete: bool = False,
     dtype: npt.DTypeLike | None = None,
+    downsample: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """:func:`to_frames` for every sample of a split at once.
 
     Returns ``(frames, sample_index, dropped)``: the frames of all samples concatenated in
     sample order, shape ``(total_frames, P, H, W)``; for each frame the index of its
     sample (int64); and the total number of events that fell in no frame. ``dtype`` as in
-    :func:`to_frames`, chosen once for the whole set.
+    :func:`to_frames`, chosen once for the whole set. ``downsample`` sums the counts of
+    ``k x k`` pixel blocks (module docstring); ``H, W`` are then the downsampled sensor's.
     """
     mode = _check_mode(
         time_window, event_count, n_time_bins, n_event_bins, overlap, include_incomplete
     )
     events = _check_array(eventset.events)
     offsets = _check_offsets(eventset.offsets, len(events))
-    return _frames(events, offsets, _check_sensor(eventset.sensor_size), mode, dtype)
+    events, sensor = _downsample(events, offsets, _check_sensor(eventset.sensor_size), downsample)
+    return _frames(events, offsets, sensor, mode, dtype)
+
+
+def downsampled_sensor(
+    sensor_size: tuple[int, int, int], downsample: int = 1
+) -> tuple[int, int, int]:
+    """``(width, height, polarities)`` of a sensor seen through a ``downsample`` factor:
+    ``ceil`` of each side over the factor, so that the last, partial block keeps its events."""
+    width, height, polarities = _check_sensor(sensor_size)
+    k = _positive_int("downsample", downsample)
+    return (-(-width // k), -(-height // k), polarities)
 
 
 def raster(
-    eventset: EventSet, time_bin_us: int, n_bins: int, dtype: npt.DTypeLike = np.float32
+    eventset: EventSet,
+    time_bin_us: int,
+    n_bins: int,
+    dtype: npt.DTypeLike = np.float32,
+    downsample: int = 1,
 ) -> tuple[np.ndarray, int]:
     """Event counts of every sample on one fixed time grid starting at t = 0.
 
@@ -150,12 +173,13 @@ def raster(
     ``(counts, dropped)``: ``counts`` of shape ``(n_samples, n_bins, P, H, W)`` in
     ``dtype``, and the number of events at or after ``n_bins * time_bin_us``, which are
     counted nowhere. Events need not be sorted; negative timestamps raise ``ValueError``.
+    ``downsample`` sums ``k x k`` pixel blocks exactly as :func:`frames_for_set` does.
     """
     time_bin_us = _positive_int("time_bin_us", time_bin_us)
     n_bins = _positive_int("n_bins", n_bins)
-    sensor = _check_sensor(eventset.sensor_size)
     events = _check_array(eventset.events)
     offsets = _check_offsets(eventset.offsets, len(events))
+    events, sensor = _downsample(events, offsets, _check_sensor(eventset.sensor_size), downsample)
     width, height, polarities = sensor
     frame_size = polarities * height * width
     n_samples = len(offsets) - 1
@@ -326,6 +350,34 @@ def _cells(
             cell *= scale
             cell += part
     return cell, part
+
+
+def _downsample(
+    events: np.ndarray, offsets: np.ndarray, sensor: tuple[int, int, int], downsample: int
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The events with ``x // k, y // k`` and the downsampled sensor; unchanged for ``k = 1``.
+
+    Coordinates are checked against the full sensor first (an event just outside it could
+    otherwise land inside the last block); the input array is not modified.
+    """
+    k = _positive_int("downsample", downsample)
+    if k == 1:
+        return events, sensor
+    width, height, _ = sensor
+    for name, limit in (("x", width), ("y", height)):
+        values = events[name]
+        bad = (values < 0) | (values >= limit)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(
+                f"event field '{name}' has value {values[i].item()} outside the sensor in "
+                f"sample {_sample_of(offsets, i)}: sensor_size={sensor} (width, height, "
+                f"polarities) needs 0 <= {name} < {limit}"
+            )
+    out = events.copy()
+    out["x"] //= k
+    out["y"] //= k
+    return out, downsampled_sensor(sensor, k)
 
 
 def _check_single_polarity(p: np.ndarray, offsets: np.ndarray, sensor) -> None:

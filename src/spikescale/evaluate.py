@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from spikescale.binning import raster
+from spikescale.errors import InputError
 from spikescale.events import iter_batches, read_metadata
 from spikescale.model import Architecture
 from spikescale.params import EvaluationParams
@@ -153,8 +154,11 @@ def evaluate_factor(
     factor: float,
     device: str = "cpu",
     progress: bool = True,
+    downsample: int = 1,
 ) -> dict[str, pa.Table]:
     """Evaluate an SNN (first layer already scaled by ``factor``) and its scaled CNN twin.
+
+    ``downsample`` is ``frames.downsample``: the rasters are binned as the training frames.
 
     Returns the tables ``summary`` (one row), ``layers`` (one row per layer), ``samples``
     (one row per test sample) and ``timecourse`` (one row per read-out point).
@@ -187,7 +191,13 @@ def evaluate_factor(
         if len(batch) > total - done:
             batch = batch.subset(np.arange(total - done))
         done += len(batch)
-        grid, dropped = raster(batch, p.time_bin_us, steps)
+        grid, dropped = raster(batch, p.time_bin_us, steps, downsample=downsample)
+        if grid.shape[2:] != tuple(arch.input_shape):
+            raise InputError(
+                f"{events_path}: frames.downsample={downsample} gives inputs of shape "
+                f"{grid.shape[2:]} but the network takes {tuple(arch.input_shape)}; use the "
+                "frames.downsample the network was trained with"
+            )
         t.dropped += dropped
         x = torch.from_numpy(grid).to(device)
         result = simulate(snn, x, points, backend=p.backend)
@@ -292,7 +302,12 @@ def _tables(
 
 
 def factor_evaluator(
-    snn_path, events_path, p: EvaluationParams, device: str = "cpu", progress: bool = True
+    snn_path,
+    events_path,
+    p: EvaluationParams,
+    device: str = "cpu",
+    progress: bool = True,
+    downsample: int = 1,
 ):
     """A function factor -> result tables (:func:`evaluate_factor`) for the SNN stored in
     ``snn_path`` on the events in ``events_path``: what `evaluate` runs for its factor and
@@ -315,6 +330,7 @@ def factor_evaluator(
             factor,
             device,
             progress=progress,
+            downsample=downsample,
         )
         s = tables["summary"].to_pylist()[0]
         print(

@@ -91,7 +91,9 @@ def frame_durations_us(eventset: EventSet, sample_index: np.ndarray, p: FramesPa
 def _bin(eventset: EventSet, p: FramesParams) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """(frames in their smallest exact dtype, sample_index, dropped, frame durations in us)
     of some samples."""
-    frames, sample_index, dropped = frames_for_set(eventset, **binning_kwargs(p))
+    frames, sample_index, dropped = frames_for_set(
+        eventset, downsample=p.downsample, **binning_kwargs(p)
+    )
     if not p.bins_as_examples:
         summed = np.zeros((len(eventset), *frames.shape[1:]), dtype=np.int64)
         np.add.at(summed, sample_index, frames)

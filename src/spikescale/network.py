@@ -413,9 +413,10 @@ def import_checkpoint(path: str | Path, model: nn.Module, factory: str) -> nn.Mo
 # --------------------------------------------------------------------------- checks
 
 
-def dataset_shape(dataset) -> tuple[tuple[int, int, int], int] | None:
-    """((C, H, W) of the frames, number of classes) that a dataset's recordings give; None
-    for a folder of recordings whose sensor is to be inferred from the events."""
+def dataset_shape(dataset, downsample: int = 1) -> tuple[tuple[int, int, int], int] | None:
+    """((C, H, W) of the frames, number of classes) that a dataset's recordings give at
+    ``frames.downsample``; None for a folder of recordings whose sensor is to be inferred
+    from the events."""
     if dataset.name == "digits":
         from spikescale.digits import CLASSES, SENSOR_SIZE
 
@@ -436,7 +437,9 @@ def dataset_shape(dataset) -> tuple[tuple[int, int, int], int] | None:
 
         cls = getattr(tonic.datasets, _LAYOUTS[dataset.name].tonic_class)
         sensor, classes = tuple(cls.sensor_size), len(cls.classes)
-    width, height, polarities = (int(s) for s in sensor)
+    from spikescale.binning import downsampled_sensor
+
+    width, height, polarities = downsampled_sensor(tuple(int(s) for s in sensor), downsample)
     return (polarities, height, width), classes
 
 
@@ -447,7 +450,7 @@ def check_network(params) -> str:
     model_params = params.model
     if model_params.factory is None:
         return "the built-in network family"
-    shape = dataset_shape(params.dataset)
+    shape = dataset_shape(params.dataset, params.frames.downsample)
     if shape is None:
         return f"{model_params.factory}: checked by train (the sensor is inferred from the events)"
     input_shape, classes = shape

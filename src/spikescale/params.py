@@ -111,6 +111,13 @@ class FramesParams(Section):
         description="each bin is a training example (true)"
         " or the bins of a sample are summed (false)",
     )
+    downsample: int = Field(
+        1,
+        ge=1,
+        description="integer spatial factor k: an event at (x, y) counts at (x // k, y // k),"
+        " counts summed, on a ceil(W/k) x ceil(H/k) sensor; the same for training frames and"
+        " evaluation rasters",
+    )
 
 
 class TrainingParams(Section):

@@ -628,6 +628,76 @@ def _check_events(cols: dict[str, np.ndarray], sensor_size) -> None:
         )
 
 
+# The conversion benchmark sets (readers only; their registry entries are still to come).
+# N-Caltech101's recordings differ in size (tonic: sensor_size None, each recording moved
+# to x, y >= 0); they are padded to the largest, 240x180 (spikingjelly's N-Caltech101 size).
+NCALTECH101_SENSOR = (240, 180, 2)
+CIFAR10DVS_SENSOR = (128, 128, 2)
+ASLDVS_SENSOR = (240, 180, 2)
+
+
+def _decode_ncaltech101(path: Path) -> np.ndarray:
+    """An N-Caltech101 ``.bin`` as tonic's ``NCALTECH101.__getitem__`` decodes it (40-bit
+    events, x and y moved to start at 0), checked against the padded 240x180 sensor."""
+    size = path.stat().st_size
+    if size % 5:
+        raise _Bad(
+            "corrupt", f"truncated: {size} bytes is not a whole number of 5-byte (40-bit) events"
+        )
+    if size == 0:
+        raise _Bad("empty", "the recording holds no events")
+    from tonic.io import read_mnist_file
+
+    events = read_mnist_file(str(path), dtype=np.dtype([(n, np.int64) for n in "xytp"]))
+    events["x"] -= events["x"].min()
+    events["y"] -= events["y"].min()
+    _check_events({n: events[n] for n in ("x", "y", "t", "p")}, NCALTECH101_SENSOR)
+    return events
+
+
+def _decode_cifar10dvs(path: Path) -> np.ndarray:
+    """A CIFAR10-DVS ``.aedat4`` read by ``tonic.io.read_aedat4`` (fields t, x, y, p), as
+    tonic's ``CIFAR10DVS.__getitem__`` does, checked against the 128x128 sensor."""
+    from tonic.io import read_aedat4
+
+    try:
+        events = read_aedat4(str(path))
+    except Exception as err:  # the aedat decoder raises bare Exceptions on bad files
+        raise _Bad("corrupt", f"not a readable AEDAT4 file ({type(err).__name__}: {err})") from err
+    events.dtype.names = ["t", "x", "y", "p"]
+    cols = {n: events[n].astype(np.int64) for n in ("x", "y", "t", "p")}
+    _check_events(cols, CIFAR10DVS_SENSOR)
+    return events
+
+
+def _decode_asldvs(path: Path) -> np.ndarray:
+    """An ASL-DVS ``.mat`` (``ts``, ``x``, ``y``, ``pol``) as tonic's ``ASLDVS.__getitem__``
+    decodes it: y flipped (``179 - y``), checked against the 240x180 sensor."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    try:
+        mat = loadmat(str(path))
+    except (MatReadError, ValueError, OSError, TypeError) as err:
+        raise _Bad("corrupt", f"not a readable .mat file ({type(err).__name__}: {err})") from err
+    missing = [k for k in ("ts", "x", "y", "pol") if k not in mat]
+    if missing:
+        raise _Bad("corrupt", f"expected variables ts, x, y, pol; missing {missing}")
+    cols = {
+        "t": np.ravel(mat["ts"]).astype(np.int64),
+        "x": np.ravel(mat["x"]).astype(np.int64),
+        "y": ASLDVS_SENSOR[1] - 1 - np.ravel(mat["y"]).astype(np.int64),
+        "p": np.ravel(mat["pol"]).astype(np.int64),
+    }
+    if len({len(c) for c in cols.values()}) != 1:
+        raise _Bad("corrupt", "ts, x, y and pol differ in length")
+    _check_events(cols, ASLDVS_SENSOR)
+    out = np.empty(len(cols["t"]), dtype=np.dtype([(n, np.int64) for n in "txyp"]))
+    for name, values in cols.items():
+        out[name] = values
+    return out
+
+
 _DECODERS: dict[str, Callable[[Path, object], np.ndarray]] = {
     "nmnist": _decode_nmnist,
     "dvsgesture": lambda path, cls: _decode_npy(path, cls, t_scale=1000),  # ms -> us, as tonic
