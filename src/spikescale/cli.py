@@ -141,7 +141,7 @@ def cmd_evaluate(a) -> None:
     if not (a.factor > 0 and math.isfinite(a.factor)):
         raise P.ParamsError(f"--factor must be a finite number > 0, got {a.factor}")
     _threads(a.threads)
-    evaluate = factor_evaluator(a.snn, a.events, p.evaluation, p.device, not a.quiet)
+    evaluate = factor_evaluator(a.snn, a.events, p.evaluation, p.device, not a.quiet, p.hardware)
     write_parts(a.out_prefix, evaluate(a.factor))
 
 
