@@ -207,3 +207,33 @@ def test_report_draws_float_and_chip_rows(tmp_path, network):
     assert all(w.stat().st_size > 0 for w in written)
     assert rec["variant"] == "speck"
     assert sweep.column("variant").to_pylist() == ["float", "speck"] * 2
+
+
+def test_snakemake_run_with_a_speck_target_writes_chip_rows(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from conftest import make_project, snakemake
+
+    project = make_project(tmp_path, {"hardware": {"target": "speck"}})
+    snakemake(project, "--until", "report")
+    results = project / "results/digits"
+    sweep = pq.read_table(results / "sweep.parquet").to_pylist()
+    assert [(r["factor"], r["variant"]) for r in sweep] == [
+        (4.0, "float"),
+        (4.0, "speck"),
+        (16.0, "float"),
+        (16.0, "speck"),
+    ]
+    for r in sweep:
+        chip_row = r["variant"] == "speck"
+        assert (r["chip_fits"] is not None) == chip_row
+        assert (r["within_synops_limit"] is not None) == chip_row
+    layers = pq.read_table(results / "layers.parquet").to_pylist()
+    speck = [r for r in layers if r["variant"] == "speck"]
+    assert speck and all(r["kernel_memory"] > 0 and r["fits_core"] is not None for r in speck)
+    rec = json.loads((results / "recommendation.json").read_text())
+    assert rec["variant"] == "speck" and "maps onto the chip" in rec["restricted_to"]
+    assert "float_recommendation" in rec
+    assert (results / "plots/accuracy.png").stat().st_size > 0
