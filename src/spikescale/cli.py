@@ -142,7 +142,13 @@ def cmd_evaluate(a) -> None:
         raise P.ParamsError(f"--factor must be a finite number > 0, got {a.factor}")
     _threads(a.threads)
     evaluate = factor_evaluator(
-        a.snn, a.events, p.evaluation, p.device, not a.quiet, downsample=p.frames.downsample
+        a.snn,
+        a.events,
+        p.evaluation,
+        p.device,
+        not a.quiet,
+        downsample=p.frames.downsample,
+        hardware=p.hardware,
     )
     write_parts(a.out_prefix, evaluate(a.factor))
 

@@ -112,6 +112,13 @@ def sort_by_factor(table: pa.Table, *keys: str) -> pa.Table:
     return table.sort_by([("factor", "ascending"), *((k, "ascending") for k in keys)])
 
 
+CHIP_RESTRICTION = (
+    "the {target} rows (the chip-discretised network) whose network maps onto the chip's "
+    "cores and whose busiest core stays within the assumed synops/s limit "
+    "(synops_limit_per_second_per_core); float_recommendation: the float SNN's"
+)
+
+
 def build_sweep(
     summary: pa.Table,
     cnn_accuracy: float,
@@ -119,11 +126,72 @@ def build_sweep(
     max_gap_pp: float,
     refined_factors: frozenset[float] = frozenset(),
 ) -> tuple[pa.Table, dict]:
-    """One row per factor (sorted) with the recommendation's columns, and the recommendation."""
-    summary = sort_by_factor(summary)
+    """One row per factor (sorted) with the recommendation's columns, and the recommendation.
+
+    With a ``variant`` column (``hardware.target`` set), one row per factor and variant;
+    the recommendation is then among the chip's rows that fit and stay within the rate
+    limit (``restricted_to`` says so), the float SNN's beside it as ``float_recommendation``.
+    """
+    if "variant" not in summary.column_names:
+        return _variant_sweep(summary, cnn_accuracy, tolerance_pp, max_gap_pp, refined_factors)
+    variants = summary.column("variant").to_numpy(zero_copy_only=False)
+    floats = summary.filter(pa.array(variants == "float"))
+    on_chip = sort_by_factor(summary.filter(pa.array(variants != "float")))
+    float_sweep, float_rec = _variant_sweep(
+        floats, cnn_accuracy, tolerance_pp, max_gap_pp, refined_factors
+    )
+    float_sweep = float_sweep.set_column(
+        float_sweep.schema.get_field_index("recommended"),
+        "recommended",
+        pa.array([False] * float_sweep.num_rows),
+    )
+    target = on_chip.column("variant")[0].as_py()
+    eligible = np.array(on_chip.column("chip_fits").to_pylist(), dtype=bool) & np.array(
+        on_chip.column("within_synops_limit").to_pylist(), dtype=bool
+    )
+    chip_sweep, rec = _variant_sweep(
+        on_chip, cnn_accuracy, tolerance_pp, max_gap_pp, refined_factors, eligible
+    )
+    rec.update(
+        variant=target,
+        restricted_to=CHIP_RESTRICTION.format(target=target),
+        float_recommendation=float_rec,
+    )
+    sweep = pa.concat_tables([float_sweep, chip_sweep], promote_options="default")
+    return sort_by_factor(sweep, "variant"), rec
+
+
+def _variant_sweep(
+    summary: pa.Table,
+    cnn_accuracy: float,
+    tolerance_pp: float,
+    max_gap_pp: float,
+    refined_factors: frozenset[float] = frozenset(),
+    eligible: np.ndarray | None = None,
+) -> tuple[pa.Table, dict]:
+    """The sweep rows of one variant; the recommendation among the ``eligible`` rows (all
+    by default; where none is, nothing is recommended and ``message`` says why)."""
+    summary = sort_by_factor(summary)  # ``eligible`` follows the sorted rows
     factors = summary.column("factor").to_numpy()
     accuracy = summary.column("snn_accuracy").to_numpy()
-    rec = recommend(factors, accuracy, tolerance_pp, cnn_accuracy, max_gap_pp)
+    if eligible is None or eligible.all():
+        rec = recommend(factors, accuracy, tolerance_pp, cnn_accuracy, max_gap_pp)
+    elif eligible.any():
+        rec = recommend(
+            factors[eligible], accuracy[eligible], tolerance_pp, cnn_accuracy, max_gap_pp
+        )
+    else:
+        rec = recommend(factors, accuracy, tolerance_pp, cnn_accuracy, max_gap_pp)
+        problems = summary.column("chip_problems")[0].as_py()
+        rec.update(
+            recommended_factor=None,
+            recommended_accuracy=None,
+            conversion_failed=True,
+            message=(
+                "no factor fits the chip within its rate limit, so none is recommended; "
+                f"at factor {factors[0]:g}: {problems}"
+            ),
+        )
     front = pareto_front(accuracy, summary.column("synops_per_sample").to_numpy())
     n = len(factors)
     summary = summary.append_column("cnn_accuracy", pa.array([cnn_accuracy] * n))
@@ -154,10 +222,17 @@ def with_energy(
     layers = layers.append_column(
         "cnn_energy_uj_per_recording", pa.array(layer_macs * energy.mac_pj * PJ_TO_UJ)
     )
-    per_factor: dict[float, float] = {}
-    for factor, macs in zip(layers.column("factor").to_pylist(), layer_macs):
-        per_factor[factor] = per_factor.get(factor, 0.0) + float(macs)
-    factors = sweep.column("factor").to_pylist()
+
+    def keys(table: pa.Table) -> list:
+        factors = table.column("factor").to_pylist()
+        if "variant" not in table.column_names:
+            return factors
+        return list(zip(factors, table.column("variant").to_pylist()))
+
+    per_factor: dict = {}
+    for key, macs in zip(keys(layers), layer_macs):
+        per_factor[key] = per_factor.get(key, 0.0) + float(macs)
+    factors = keys(sweep)
     missing = [f for f in factors if f not in per_factor]
     if missing:
         raise InputError(f"the layer tables hold no rows for factors {missing}")
@@ -173,7 +248,8 @@ def with_energy(
 
 def metrics(sweep: pa.Table, rec: dict) -> dict:
     """The figures `dvc metrics` and `dvc exp show` compare: None where nothing is recommended."""
-    rows = {r["factor"]: r for r in sweep.to_pylist()}
+    variant = rec.get("variant")
+    rows = {r["factor"]: r for r in sweep.to_pylist() if r.get("variant") in (None, variant)}
     chosen = rows.get(rec["recommended_factor"])
     return {
         "cnn_accuracy": rec["cnn_accuracy"],
@@ -220,7 +296,10 @@ def run_collect(p: Params, inputs: CollectInputs, out_dir: str | Path) -> dict:
     require(inputs.training, inputs.snn, inputs.events)
     runs = [read_parts(factor_path(inputs.factor_dir, f)) for f in p.scale.factors]
     refined = read_parts(inputs.refine_prefix)
-    parts = {name: pa.concat_tables([r[name] for r in runs] + [refined[name]]) for name in PARTS}
+    parts = {
+        name: pa.concat_tables([r[name] for r in runs] + [refined[name]], promote_options="default")
+        for name in PARTS
+    }
     training = read_json(inputs.training)
     per_recording = frames_per_recording(training, inputs.training)
     cnn, _, _ = load_cnn(inputs.snn)
@@ -240,13 +319,14 @@ def run_collect(p: Params, inputs: CollectInputs, out_dir: str | Path) -> dict:
         p.recommend.max_gap_pp,
         frozenset(refined["summary"].column("factor").to_pylist()),
     )
-    layers = sort_by_factor(parts["layers"], "position")
+    by_variant = ("variant",) if "variant" in parts["layers"].column_names else ()
+    layers = sort_by_factor(parts["layers"], *by_variant, "position")
     sweep, layers = with_energy(sweep, layers, per_recording, p.energy)
     tables = {
         "sweep": sweep,
         "layers": layers,
-        "timecourse": sort_by_factor(parts["timecourse"], "time_ms"),
-        "samples": sort_by_factor(parts["samples"], "sample"),
+        "timecourse": sort_by_factor(parts["timecourse"], *by_variant, "time_ms"),
+        "samples": sort_by_factor(parts["samples"], *by_variant, "sample"),
     }
     out = Path(out_dir)
     for name, table in tables.items():
@@ -330,6 +410,11 @@ def format_summary(results_dir: str | Path) -> str:
         mark = ("  (refined)" if r["refined"] else "") + (
             "  <- recommended" if r["recommended"] else ""
         )
+        if r.get("variant") not in (None, "float"):
+            fit = "fits" if r["chip_fits"] and r["within_synops_limit"] else "DOES NOT FIT"
+            mark = f"  [{r['variant']}: {fit}]" + mark
+            if r["chip_problems"]:
+                mark += f"  ({r['chip_problems']})"
         lines.append(
             f"{r['factor']:>8g} {100 * r['snn_accuracy']:>7.1f}% "
             f"{100 * r['silent_fraction']:>6.1f}% "
@@ -341,6 +426,8 @@ def format_summary(results_dir: str | Path) -> str:
     if energy:
         lines.append(_energy_line(sweep))
     lines.append(_recommendation_line(rec))
+    if rec.get("restricted_to"):
+        lines.append(f"recommended among: {rec['restricted_to']}")
     if rec.get("conversion_failed"):
         lines += _diagnostics_lines(results_dir / "layers.parquet", rec["best_factor"])
     return "\n".join(lines)

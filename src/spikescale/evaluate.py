@@ -25,7 +25,7 @@ from spikescale.binning import raster
 from spikescale.errors import InputError
 from spikescale.events import iter_batches, read_metadata
 from spikescale.model import Architecture
-from spikescale.params import EvaluationParams
+from spikescale.params import EvaluationParams, HardwareParams
 from spikescale.simulate import simulate
 
 
@@ -163,6 +163,23 @@ def evaluate_factor(
     Returns the tables ``summary`` (one row), ``layers`` (one row per layer), ``samples``
     (one row per test sample) and ``timecourse`` (one row per read-out point).
     """
+    return _evaluate(snn, cnn, arch, events_path, p, factor, device, progress, downsample)[0]
+
+
+def _evaluate(
+    snn: nn.Sequential,
+    cnn: nn.Sequential,
+    arch: Architecture,
+    events_path,
+    p: EvaluationParams,
+    factor: float,
+    device: str = "cpu",
+    progress: bool = True,
+    downsample: int = 1,
+    fan: list[np.ndarray] | None = None,
+) -> tuple[dict[str, pa.Table], np.ndarray]:
+    """:func:`evaluate_factor`'s tables and the synaptic operations into each layer per
+    sample (samples, layers); ``fan``: each layer's fan-out (default: :func:`fan_out`)."""
     meta = read_metadata(events_path)
     total = (
         len(meta["labels"]) if p.max_samples is None else min(p.max_samples, len(meta["labels"]))
@@ -177,7 +194,8 @@ def evaluate_factor(
         for seg in segs:
             x = seg(x)
             shapes.append(tuple(x.shape[1:]))
-    fan = [fan_out(seg, shape) for seg, shape in zip(segs, shapes[:-1])]
+    if fan is None:
+        fan = [fan_out(seg, shape) for seg, shape in zip(segs, shapes[:-1])]
     neurons = [int(np.prod(s)) for s in shapes[1:]]
     snn, cnn = snn.to(device), cnn.to(device)
     t = Totals(corr_sums=np.zeros((len(segs), 6)))
@@ -228,7 +246,8 @@ def evaluate_factor(
         t.over_time.append(result.output_over_time)
         bar.update(len(batch))
     bar.close()
-    return _tables(t, factor, names, neurons, fan, shapes, segs, points, steps, p)
+    tables = _tables(t, factor, names, neurons, fan, shapes, segs, points, steps, p)
+    return tables, np.concatenate(t.synops)
 
 
 def _correlation(s: np.ndarray) -> float | None:
@@ -301,17 +320,148 @@ def _tables(
     }
 
 
+VARIANT_FLOAT = "float"
+
+
+def with_variant(tables: dict[str, pa.Table], variant: str) -> dict[str, pa.Table]:
+    """Each table with a ``variant`` column after ``factor``: which network its rows are."""
+    return {
+        name: table.add_column(1, "variant", pa.array([variant] * table.num_rows))
+        for name, table in tables.items()
+    }
+
+
+def _joined(problems) -> str:
+    return "; ".join(problems)
+
+
+def chip_tables(
+    snn: nn.Sequential,
+    cnn: nn.Sequential,
+    arch: Architecture,
+    events_path,
+    p: EvaluationParams,
+    factor: float,
+    target: str,
+    device: str = "cpu",
+    progress: bool = True,
+    downsample: int = 1,
+) -> dict[str, pa.Table]:
+    """The chip's network at ``factor`` (unscaled ``snn``: the factor first, then
+    discretisation, :func:`spikescale.chip.discretised_variant`) evaluated like the float
+    SNN, its rows marked ``variant`` = ``target``, with what the chip asks of it.
+
+    Synaptic operations count every kernel entry a spike reaches
+    (:func:`spikescale.chip.core_fan_out`), as a core does. Per layer: memory against the
+    core it maps to (or the largest core where it maps to none), whether it fits, why
+    not, the leak flag, the integer threshold and the mean and peak synops/s against the
+    per-core limit (an assumed figure, ``chip.ASSUMED_SYNOPS_PER_SECOND_PER_CORE``); the
+    peak is the busiest sample's mean rate (a lower bound of the busiest moment). Per
+    factor: whether the whole network maps onto the cores, the busiest core's rates and
+    every problem, each naming its layer.
+    """
+    from spikescale import chip
+    from spikescale.model import scale_first_layer
+
+    shape = tuple(int(s) for s in arch.input_shape)
+    variant = chip.discretised_variant(snn, factor)
+    mapping = chip.chip_mapping(variant.snn, shape)
+    fan = chip.core_fan_out(variant.snn, shape)
+    tables, synops = _evaluate(
+        variant.snn,
+        scale_first_layer(cnn, factor),
+        arch,
+        events_path,
+        p,
+        factor,
+        device,
+        progress,
+        downsample,
+        fan=fan,
+    )
+    summary = tables["summary"].to_pylist()[0]
+    rates = chip.synops_rates(synops, summary["steps"] * summary["time_bin_us"] * 1e-6)
+    largest = chip.CoreLimits(
+        max(c.kernel_memory for c in chip.SPECK_CORES),
+        max(c.neuron_memory for c in chip.SPECK_CORES),
+        max(c.bias_memory for c in chip.SPECK_CORES),
+    )
+    limits = [largest if core is None else chip.SPECK_CORES[core] for core in mapping.cores]
+    over = rates.over_limit
+    layers = {
+        "core": pa.array(list(mapping.cores), type=pa.int64()),
+        "kernel_memory": [lay.kernel_memory for lay in mapping.layers],
+        "core_kernel_memory": [lim.kernel_memory for lim in limits],
+        "neuron_memory": [lay.neuron_memory for lay in mapping.layers],
+        "core_neuron_memory": [lim.neuron_memory for lim in limits],
+        "bias_memory": [lay.bias_memory for lay in mapping.layers],
+        "fits_core": [
+            core is not None and not lay.problems
+            for lay, core in zip(mapping.layers, mapping.cores)
+        ],
+        "chip_problems": [_joined(lay.problems) for lay in mapping.layers],
+        "leak_enabled": [lay.leak_enabled for lay in mapping.layers],
+        "chip_threshold": [d.threshold for d in variant.layers],
+        "weight_above_threshold": [d.weight_above_threshold for d in variant.layers],
+        "mean_synops_per_second": list(rates.mean_synops_per_second),
+        "peak_synops_per_second": list(rates.peak_synops_per_second),
+        "over_synops_limit": list(over),
+    }
+    names = [lay.name for lay in mapping.layers]
+    if names != tables["layers"].column("layer").to_pylist():
+        raise ValueError(f"chip: layers {names} differ from the evaluated layers")
+    for name, values in layers.items():
+        tables["layers"] = tables["layers"].append_column(name, pa.array(values))
+    limit = rates.limit_synops_per_second_per_core
+    problems = list(mapping.problems) + [
+        f"{name}: peak {peak:.3g} synops/s > assumed limit {limit:.3g} per core"
+        for name, peak, o in zip(names, rates.peak_synops_per_second, over)
+        if o
+    ]
+    row = {
+        "chip_fits": mapping.fits,
+        "leak_enabled": mapping.leak_enabled,
+        "mean_synops_per_second": max(rates.mean_synops_per_second, default=0.0),
+        "peak_synops_per_second": max(rates.peak_synops_per_second, default=0.0),
+        "synops_limit_per_second_per_core": limit,
+        "within_synops_limit": rates.within_limit,
+        "chip_problems": _joined(problems),
+    }
+    for name, value in row.items():
+        tables["summary"] = tables["summary"].append_column(name, pa.array([value]))
+    return with_variant(tables, target)
+
+
+def _report(factor: float, variant: str, tables: dict[str, pa.Table]) -> None:
+    s = tables["summary"].to_pylist()[0]
+    print(
+        f"factor {factor:g}{'' if variant == VARIANT_FLOAT else f' ({variant})'}: "
+        f"accuracy {s['snn_accuracy']:.4f}, "
+        f"silent {s['silent_fraction']:.4f}, "
+        f"{s['spikes_per_sample']:.1f} spikes per sample"
+        + ("" if s.get("chip_fits", True) else f"; does not fit: {s['chip_problems']}"),
+        flush=True,
+    )
+
+
 def factor_evaluator(
     snn_path,
     events_path,
     p: EvaluationParams,
     device: str = "cpu",
     progress: bool = True,
+    *,
     downsample: int = 1,
+    hardware: HardwareParams | None = None,
 ):
     """A function factor -> result tables (:func:`evaluate_factor`) for the SNN stored in
     ``snn_path`` on the events in ``events_path``: what `evaluate` runs for its factor and
-    `refine` for each of its own. Inputs are checked and the SNN loaded once, up front."""
+    `refine` for each of its own. Inputs are checked and the SNN loaded once, up front.
+
+    With ``hardware.target`` set, the tables also hold the chip's network
+    (:func:`chip_tables`): each table gets a ``variant`` column (``float`` | the target),
+    the float rows first; the chip's columns are null on float rows. Without it the tables
+    are those of :func:`evaluate_factor` alone."""
     from spikescale.errors import check_device, require
     from spikescale.model import scale_first_layer
     from spikescale.results import load_snn
@@ -332,13 +482,18 @@ def factor_evaluator(
             progress=progress,
             downsample=downsample,
         )
-        s = tables["summary"].to_pylist()[0]
-        print(
-            f"factor {factor:g}: accuracy {s['snn_accuracy']:.4f}, "
-            f"silent {s['silent_fraction']:.4f}, "
-            f"{s['spikes_per_sample']:.1f} spikes per sample",
-            flush=True,
+        _report(factor, VARIANT_FLOAT, tables)
+        target = None if hardware is None else hardware.target
+        if target is None:
+            return tables
+        on_chip = chip_tables(
+            snn, cnn, arch, events_path, p, factor, target, device, progress, downsample
         )
-        return tables
+        _report(factor, target, on_chip)
+        tables = with_variant(tables, VARIANT_FLOAT)
+        return {
+            name: pa.concat_tables([tables[name], on_chip[name]], promote_options="default")
+            for name in tables
+        }
 
     return run

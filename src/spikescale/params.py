@@ -259,6 +259,16 @@ class EnergyParams(Section):
     )
 
 
+class HardwareParams(Section):
+    """The chip the converted network is meant to run on (spikescale.chip)."""
+
+    target: Literal["speck"] | None = Field(
+        None,
+        description="null | speck: also evaluate every factor as Speck / DYNAP-CNN would run "
+        "it (discretised), with its memory and synops/s checks",
+    )
+
+
 class Params(Section):
     device: Literal["cpu", "cuda"] = Field(
         "cpu", description="torch device for training and evaluation"
@@ -273,6 +283,7 @@ class Params(Section):
     scale: ScaleParams = ScaleParams()
     recommend: RecommendParams = RecommendParams()
     energy: EnergyParams = EnergyParams()
+    hardware: HardwareParams = HardwareParams()
 
     @model_validator(mode="after")
     def _frames_fit(self) -> Params:

@@ -65,7 +65,13 @@ def run_refine(
         from spikescale.evaluate import factor_evaluator  # torch and numba only when needed
 
         evaluate = factor_evaluator(
-            snn_path, events_path, p.evaluation, p.device, progress, p.frames.downsample
+            snn_path,
+            events_path,
+            p.evaluation,
+            p.device,
+            progress,
+            downsample=p.frames.downsample,
+            hardware=p.hardware,
         )
     refined: list[dict[str, pa.Table]] = []
 

@@ -37,12 +37,52 @@ def conversion_failed_title(sweep) -> str | None:
     )
 
 
+def split_variants(columns: dict[str, np.ndarray]) -> tuple[dict, dict | None]:
+    """The float SNN's rows and the chip's (None without ``hardware.target``)."""
+    if "variant" not in columns:
+        return columns, None
+    is_float = columns["variant"] == "float"
+    pick = lambda mask: {k: v[mask] for k, v in columns.items()}  # noqa: E731
+    return pick(is_float), (pick(~is_float) if (~is_float).any() else None)
+
+
+def _plot_chip_accuracy(ax, chip) -> None:
+    """The chip's accuracy against the factor; factors that do not fit (memory, mapping or
+    the rate limit) crossed out in red."""
+    fits = np.array(
+        [bool(a) and bool(b) for a, b in zip(chip["chip_fits"], chip["within_synops_limit"])]
+    )
+    target = chip["variant"][0]
+    ax.plot(
+        chip["factor"],
+        100 * chip["snn_accuracy"],
+        "^-",
+        color="C4",
+        label=f"{target} (chip) accuracy",
+    )
+    if (~fits).any():
+        ax.plot(
+            chip["factor"][~fits],
+            100 * chip["snn_accuracy"][~fits],
+            "x",
+            color="C3",
+            ms=11,
+            mew=2,
+            label=f"does not fit {target}",
+        )
+
+
 def plot_accuracy(sweep, path: Path) -> None:
+    sweep, chip = split_variants(sweep)
+    if chip is not None and chip["recommended"].any():
+        sweep = dict(sweep, recommended=chip["recommended"])  # the chip's recommendation
     f = sweep["factor"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(f, 100 * sweep["snn_accuracy"], "o-", color="C0", label="SNN accuracy")
     ax.plot(f, 100 * sweep["silent_fraction"], "x:", color="C0", alpha=0.6, label="silent samples")
     ax.axhline(100 * sweep["cnn_accuracy"][0], color="k", ls="--", lw=1, label="CNN accuracy")
+    if chip is not None:
+        _plot_chip_accuracy(ax, chip)
     rec = f[sweep["recommended"]]
     for r in rec:
         ax.axvline(r, color="C2", lw=1, label=f"recommended ({r:g})")
@@ -79,6 +119,7 @@ def plot_accuracy(sweep, path: Path) -> None:
 
 
 def plot_pareto(sweep, path: Path) -> None:
+    sweep = split_variants(sweep)[0]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     syn, acc, front = sweep["synops_per_sample"], 100 * sweep["snn_accuracy"], sweep["pareto"]
     ax.scatter(syn, acc, c=["C3" if p else "0.6" for p in front], zorder=3)
@@ -96,6 +137,11 @@ def plot_pareto(sweep, path: Path) -> None:
 
 
 def plot_layer_rates(layers, path: Path) -> None:
+    """Firing rate per (factor, layer); with a chip target, the chip's network, and a red
+    frame round each layer over a limit (no core holds it, or its peak synops/s exceeds
+    the per-core limit)."""
+    floats, chip = split_variants(layers)
+    layers = floats if chip is None else chip
     factors = np.unique(layers["factor"])
     names = list(dict.fromkeys(layers["layer"][np.argsort(layers["position"], kind="stable")]))
     grid = np.full((len(factors), len(names)), np.nan)
@@ -112,11 +158,22 @@ def plot_layer_rates(layers, path: Path) -> None:
             ax.text(j, i, f"{grid[i, j]:.2g}", ha="center", va="center", fontsize=7, color="w")
     fig.colorbar(im, label="log10 firing rate per neuron (Hz)")
     ax.set_title("Mean firing rate per neuron")
+    if chip is not None:
+        for f, name, fits, over in zip(
+            layers["factor"], layers["layer"], layers["fits_core"], layers["over_synops_limit"]
+        ):
+            if not fits or over:
+                i, j = np.searchsorted(factors, f), names.index(name)
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="C3", lw=2.5))
+        ax.set_title(
+            f"Mean firing rate per neuron on {layers['variant'][0]} (red: over a core's limit)"
+        )
     fig.tight_layout()
     _save(fig, path)
 
 
 def plot_timecourse(timecourse, path: Path) -> None:
+    timecourse = split_variants(timecourse)[0]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     factors = np.unique(timecourse["factor"])
     cmap = plt.get_cmap("viridis")
