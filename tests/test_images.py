@@ -126,3 +126,28 @@ def test_single_channel_matches_raster_of_the_chosen_events():
     assert summed.sum() == n and on.sum() == (events["p"] == 1).sum()
     with pytest.raises(InputError, match="'both'"):
         single_channel(two, "both")
+
+
+def test_cnn_trained_on_images_reads_single_channel_event_rasters():
+    """A CNN trained on digits images takes the one-channel raster of the same digits' events,
+    and classifies the images well above chance (a few epochs on a small subset)."""
+    from spikescale.images import as_training_set
+    from spikescale.params import TrainingParams
+    from spikescale.train import image_accuracy_report, predict_logits, train_cnn
+
+    p = DigitsParams()
+    images = digits_images(p, seed=0, max_samples_per_class=30)
+    train = as_training_set(*images["train"])
+    test = as_training_set(*images["test"])
+    params = TrainingParams(epochs=4, validation_fraction=0.0)
+    model, source, report = train_cnn(train, test, params, classes=10, progress=False)
+    assert source.input_shape == (1, 34, 34)
+    named = image_accuracy_report(report)
+    assert named["cnn_test_image_accuracy"] > 0.5 and "cnn_test_accuracy" not in named
+    recordings = make_digits(p, seed=0, max_samples_per_class=3)["test"]
+    counts, _ = raster(recordings, 30_000, 10)
+    for polarities in ("sum", "on"):
+        one = single_channel(counts, polarities)
+        frames = one.reshape(-1, *one.shape[2:])
+        assert frames.shape[1:] == source.input_shape
+        assert predict_logits(model, frames, 64, "cpu").shape == (len(frames), 10)

@@ -126,3 +126,14 @@ def single_channel(counts: np.ndarray, polarities: Polarities) -> np.ndarray:
     if polarities == "on":
         return counts[..., ON : ON + 1, :, :].copy()
     raise InputError(f"training.polarities must be 'sum' or 'on', got {polarities!r}")
+
+
+def as_training_set(images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Images in the layout ``train.train_cnn`` reads: one frame per sample (sample i -> i)."""
+    if len(images) != len(labels):
+        raise InputError(f"{len(images)} images but {len(labels)} labels")
+    return {
+        "frames": images,
+        "sample_index": np.arange(len(labels), dtype=np.int64),
+        "labels": np.asarray(labels, dtype=np.int64),
+    }
