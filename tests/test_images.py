@@ -143,7 +143,7 @@ def test_cnn_trained_on_images_reads_single_channel_event_rasters():
     model, source, report = train_cnn(train, test, params, classes=10, progress=False)
     assert source.input_shape == (1, 34, 34)
     named = image_accuracy_report(report)
-    assert named["cnn_test_image_accuracy"] > 0.5 and "cnn_test_accuracy" not in named
+    assert named["cnn_test_image_accuracy"] > 0.5 and named["test_frames_per_recording"] == 1
     recordings = make_digits(p, seed=0, max_samples_per_class=3)["test"]
     counts, _ = raster(recordings, 30_000, 10)
     for polarities in ("sum", "on"):
@@ -151,3 +151,27 @@ def test_cnn_trained_on_images_reads_single_channel_event_rasters():
         frames = one.reshape(-1, *one.shape[2:])
         assert frames.shape[1:] == source.input_shape
         assert predict_logits(model, frames, 64, "cpu").shape == (len(frames), 10)
+
+
+@pytest.mark.integration
+def test_images_mode_through_snakemake(tmp_path):
+    """training.input: images runs the whole reduced pipeline: the CNN is trained and
+    normalised on one-channel images, the SNN evaluated on summed-polarity event rasters."""
+    import json
+
+    import pyarrow.parquet as pq
+    import torch
+
+    from conftest import make_project, snakemake
+
+    project = make_project(tmp_path, {"training": {"input": "images", "polarities": "sum"}})
+    snakemake(project)
+    report = json.loads((project / "models/digits/training.json").read_text())
+    assert report["training_input"] == "images" and report["polarities"] == "sum"
+    assert report["cnn_test_image_accuracy"] == report["cnn_test_accuracy"]
+    assert report["test_frames_per_recording"] == 1
+    blob = torch.load(project / "models/digits/cnn.pt", weights_only=True)
+    first = next(v for k, v in blob["state_dict"].items() if k.endswith("weight"))
+    assert first.shape[1] == 1  # one input channel
+    sweep = pq.read_table(project / "results/digits/sweep.parquet").to_pylist()
+    assert sweep and all(0 <= row["snn_accuracy"] <= 1 for row in sweep)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from spikescale.binning import raster
 from spikescale.events import iter_batches, read_metadata
+from spikescale.images import single_channel
 from spikescale.model import Architecture
 from spikescale.params import EvaluationParams
 from spikescale.simulate import simulate
@@ -153,6 +154,7 @@ def evaluate_factor(
     factor: float,
     device: str = "cpu",
     progress: bool = True,
+    polarities: str = "sum",
 ) -> dict[str, pa.Table]:
     """Evaluate an SNN (first layer already scaled by ``factor``) and its scaled CNN twin.
 
@@ -188,6 +190,8 @@ def evaluate_factor(
             batch = batch.subset(np.arange(total - done))
         done += len(batch)
         grid, dropped = raster(batch, p.time_bin_us, steps)
+        if arch.input_shape[0] == 1 and grid.shape[2] == 2:  # a network trained on images
+            grid = single_channel(grid, polarities)
         t.dropped += dropped
         x = torch.from_numpy(grid).to(device)
         result = simulate(snn, x, points, backend=p.backend)
@@ -292,7 +296,12 @@ def _tables(
 
 
 def factor_evaluator(
-    snn_path, events_path, p: EvaluationParams, device: str = "cpu", progress: bool = True
+    snn_path,
+    events_path,
+    p: EvaluationParams,
+    device: str = "cpu",
+    progress: bool = True,
+    polarities: str = "sum",
 ):
     """A function factor -> result tables (:func:`evaluate_factor`) for the SNN stored in
     ``snn_path`` on the events in ``events_path``: what `evaluate` runs for its factor and
@@ -315,6 +324,7 @@ def factor_evaluator(
             factor,
             device,
             progress=progress,
+            polarities=polarities,
         )
         s = tables["summary"].to_pylist()[0]
         print(

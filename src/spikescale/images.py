@@ -137,3 +137,34 @@ def as_training_set(images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndar
         "sample_index": np.arange(len(labels), dtype=np.int64),
         "labels": np.asarray(labels, dtype=np.int64),
     }
+
+
+def first_per_class(labels: np.ndarray, cap: int | None) -> np.ndarray:
+    """Indices of the first ``cap`` samples of every class, in file order (all if None)."""
+    if cap is None:
+        return np.arange(len(labels))
+    keep = [np.flatnonzero(labels == c)[:cap] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+
+def training_images(dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Train and test (images, labels) of ``dataset`` (``params.DatasetParams``).
+
+    ``digits``: the very samples the simulated recordings show (same split and cap).
+    ``nmnist``: MNIST's train and t10k files, on N-MNIST's 34x34 sensor, capped at
+    ``max_samples_per_class`` per class like the recordings.
+    """
+    if dataset.name == "digits":
+        from spikescale.digits import digits_images
+
+        return digits_images(dataset.digits, dataset.seed, dataset.max_samples_per_class)
+    if dataset.name == "nmnist":
+        out = {}
+        for split in ("train", "test"):
+            images, labels = mnist_images(dataset.root, split, (34, 34), dataset.download)
+            keep = first_per_class(labels, dataset.max_samples_per_class)
+            out[split] = (images[keep], labels[keep])
+        return out
+    raise InputError(
+        f"training.input: images has no images for dataset {dataset.name!r} (known: digits, nmnist)"
+    )

@@ -64,7 +64,9 @@ def run_refine(
     if p.scale.refine_rounds:
         from spikescale.evaluate import factor_evaluator  # torch and numba only when needed
 
-        evaluate = factor_evaluator(snn_path, events_path, p.evaluation, p.device, progress)
+        evaluate = factor_evaluator(
+            snn_path, events_path, p.evaluation, p.device, progress, p.training.polarities
+        )
     refined: list[dict[str, pa.Table]] = []
 
     def accuracy_at(factor: float) -> float:

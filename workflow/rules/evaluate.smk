@@ -16,7 +16,7 @@ rule evaluate:
     resources:
         gpu=GPU,
     params:
-        p=sections("evaluation", "device"),
+        p=sections("evaluation", "device", training=["polarities"]),
         prefix=lambda w, output: output[0].removesuffix(".parquet"),
     shell:
         "{input.spikescale} evaluate --params {params.p:q} --snn {input.snn} --events {input.events}"
@@ -43,7 +43,7 @@ rule refine:
     resources:
         gpu=GPU,
     params:
-        p=sections("scale", "recommend", "evaluation", "device"),
+        p=sections("scale", "recommend", "evaluation", "device", training=["polarities"]),
         factor_dir=lambda w, input: os.path.dirname(input.factors[0]),
         prefix=lambda w, output: output[0].removesuffix(".parquet"),
     shell:
