@@ -169,9 +169,10 @@ def train_cnn(
             x = to_tensor(take(frames, idx)).to(device)
             y = torch.from_numpy(frame_labels[idx]).to(device)
             optimiser.zero_grad()
-            out = model(x)
-            loss = loss_fn(out, y)
-            loss.backward()
+            with torch.enable_grad():  # even where a caller turned gradients off globally
+                out = model(x)
+                loss = loss_fn(out, y)
+                loss.backward()
             optimiser.step()
             total_loss += loss.item() * len(idx)
             correct += int((out.argmax(1) == y).sum())
