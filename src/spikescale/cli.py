@@ -64,17 +64,31 @@ def cmd_train(a) -> None:
     p = _params(a.params)
     _check_device(p.device)
     _threads(a.threads)
-    train, test = (load_arrays(Path(a.frames_dir) / f"{s}.npz") for s in ("train", "test"))
+    on_images = p.training.input == "images"
+    if on_images:
+        from spikescale.images import as_training_set, training_images
+
+        images = training_images(p.dataset)
+        train, test = (as_training_set(*images[s]) for s in ("train", "test"))
+    else:
+        train, test = (load_arrays(Path(a.frames_dir) / f"{s}.npz") for s in ("train", "test"))
     classes = len(read_metadata(a.events)["classes"])
     model, arch, report = train_cnn(
         train, test, p.training, classes, p.device, progress=not a.quiet, network=p.model
     )
+    if on_images:
+        from spikescale.train import image_accuracy_report
+
+        report = image_accuracy_report(report)
+        report["polarities"] = p.training.polarities
     save_cnn(model, arch, a.out)
     write_json(report, a.report)
     how = "imported from " + report["checkpoint"] if report["imported"] else "trained"
-    print(
-        f"CNN ({how}) test accuracy (one decision per recording): {report['cnn_test_accuracy']:.4f}"
-    )
+    if on_images:
+        print(f"CNN ({how}) accuracy on the test images: {report['cnn_test_image_accuracy']:.4f}")
+    else:
+        accuracy = report["cnn_test_accuracy"]
+        print(f"CNN ({how}) test accuracy (one decision per recording): {accuracy:.4f}")
 
 
 def cmd_normalise(a) -> None:
@@ -88,7 +102,12 @@ def cmd_normalise(a) -> None:
     _threads(a.threads)
     cnn, arch, _ = load_cnn(a.cnn)
     cnn = prepare_for_conversion(cnn, params.conversion.max_pool)
-    frames = load_arrays(a.frames)["frames"]
+    if params.training.input == "images":  # normalise on what the CNN was trained on
+        from spikescale.images import training_images
+
+        frames = training_images(params.dataset)["train"][0]
+    else:
+        frames = load_arrays(a.frames)["frames"]
     pick = sample_indices(len(frames), p.samples)
     model, table = normalise(
         cnn, frame_batches(frames, pick, p.batch_size), p.percentile, p.ignore_zeros
@@ -134,7 +153,7 @@ def cmd_convert(a) -> None:
 
 
 def cmd_evaluate(a) -> None:
-    from spikescale.evaluate import factor_evaluator
+    from spikescale.evaluate import InputFormat, factor_evaluator
     from spikescale.results import write_parts
 
     p = _params(a.params)
@@ -147,7 +166,7 @@ def cmd_evaluate(a) -> None:
         p.evaluation,
         p.device,
         not a.quiet,
-        downsample=p.frames.downsample,
+        input_format=InputFormat(p.frames.downsample, p.training.polarities),
         hardware=p.hardware,
     )
     write_parts(a.out_prefix, evaluate(a.factor))

@@ -142,13 +142,10 @@ def simulate_camera(
     return events, offsets
 
 
-def make_digits(
-    p: DigitsParams, seed: int, max_samples_per_class: int | None = None
-) -> dict[str, EventSet]:
-    """The train and test splits of the built-in dataset (stratified, seeded)."""
-    digits = load_digits()
-    images = digits.images / 16.0
-    labels = digits.target.astype(np.int64)
+def split_indices(
+    labels: np.ndarray, p: DigitsParams, seed: int, max_samples_per_class: int | None = None
+) -> dict[str, np.ndarray]:
+    """Sorted sample indices of the train and test splits (stratified, seeded)."""
     train_idx, test_idx = train_test_split(
         np.arange(len(labels)), test_size=p.test_fraction, random_state=seed, stratify=labels
     )
@@ -159,6 +156,42 @@ def make_digits(
                 [idx[labels[idx] == c][:max_samples_per_class] for c in range(10)]
             )
             idx = np.sort(keep)
+        splits[split] = idx
+    return splits
+
+
+def load_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits as intensities in [0, 1] and their labels."""
+    digits = load_digits()
+    return digits.images / 16.0, digits.target.astype(np.int64)
+
+
+def make_digits(
+    p: DigitsParams, seed: int, max_samples_per_class: int | None = None
+) -> dict[str, EventSet]:
+    """The train and test splits of the built-in dataset (stratified, seeded)."""
+    images, labels = load_images()
+    splits = {}
+    for split, idx in split_indices(labels, p, seed, max_samples_per_class).items():
         events, offsets = simulate_camera(images[idx], p, seed)
         splits[split] = EventSet(events, offsets, labels[idx], SENSOR_SIZE, CLASSES)
     return splits
+
+
+def digits_images(
+    p: DigitsParams, seed: int, max_samples_per_class: int | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The images the recordings were made from, as the camera sees them at rest.
+
+    Per split (the same samples as ``make_digits``): (N, 1, 34, 34) float32 intensities in
+    [0, 1], the digit upsampled to 28x28 and centred as in ``simulate_camera``, and labels.
+    """
+    images, labels = load_images()
+    width, height, _ = SENSOR_SIZE
+    top, left = (height - DIGIT_PX) // 2, (width - DIGIT_PX) // 2
+    out = {}
+    for split, idx in split_indices(labels, p, seed, max_samples_per_class).items():
+        canvas = np.zeros((len(idx), 1, height, width), dtype=np.float32)
+        canvas[:, 0, top : top + DIGIT_PX, left : left + DIGIT_PX] = upsample(images[idx], DIGIT_PX)
+        out[split] = (canvas, labels[idx])
+    return out

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from spikescale.binning import raster
 from spikescale.errors import InputError
 from spikescale.events import iter_batches, read_metadata
+from spikescale.images import single_channel
 from spikescale.model import Architecture
 from spikescale.params import EvaluationParams, HardwareParams
 from spikescale.simulate import simulate
@@ -145,6 +146,28 @@ def cnn_expectation(cnn: nn.Sequential, mean_input: torch.Tensor, steps: int) ->
     return out
 
 
+@dataclass(frozen=True)
+class InputFormat:
+    """How the test events become the network's input, as its training input was made."""
+
+    downsample: int = 1  # frames.downsample: k x k pixel blocks summed
+    polarities: str = "sum"  # training.polarities: a one-channel network's ON and OFF events
+
+    def rasters(self, batch, time_bin_us: int, steps: int, input_shape) -> tuple[np.ndarray, int]:
+        """(batch, steps, C, H, W) counts for a network of ``input_shape``, and the events
+        dropped; a shape that does not fit the network fails naming the parameters."""
+        grid, dropped = raster(batch, time_bin_us, steps, downsample=self.downsample)
+        if input_shape[0] == 1 and grid.shape[2] == 2:  # a network trained on images
+            grid = single_channel(grid, self.polarities)
+        if grid.shape[2:] != tuple(input_shape):
+            raise InputError(
+                f"frames.downsample={self.downsample} gives inputs of shape {grid.shape[2:]}, "
+                f"but the network takes {tuple(input_shape)}: use the frames.downsample and "
+                "training.input the network was trained with"
+            )
+        return grid, dropped
+
+
 def evaluate_factor(
     snn: nn.Sequential,
     cnn: nn.Sequential,
@@ -154,16 +177,15 @@ def evaluate_factor(
     factor: float,
     device: str = "cpu",
     progress: bool = True,
-    downsample: int = 1,
+    input_format: InputFormat = InputFormat(),
 ) -> dict[str, pa.Table]:
-    """Evaluate an SNN (first layer already scaled by ``factor``) and its scaled CNN twin.
-
-    ``downsample`` is ``frames.downsample``: the rasters are binned as the training frames.
+    """Evaluate an SNN (first layer already scaled by ``factor``) and its scaled CNN twin,
+    on the test events binned as ``input_format`` says.
 
     Returns the tables ``summary`` (one row), ``layers`` (one row per layer), ``samples``
     (one row per test sample) and ``timecourse`` (one row per read-out point).
     """
-    return _evaluate(snn, cnn, arch, events_path, p, factor, device, progress, downsample)[0]
+    return _evaluate(snn, cnn, arch, events_path, p, factor, device, progress, input_format)[0]
 
 
 def _evaluate(
@@ -175,7 +197,7 @@ def _evaluate(
     factor: float,
     device: str = "cpu",
     progress: bool = True,
-    downsample: int = 1,
+    input_format: InputFormat = InputFormat(),
     fan: list[np.ndarray] | None = None,
 ) -> tuple[dict[str, pa.Table], np.ndarray]:
     """:func:`evaluate_factor`'s tables and the synaptic operations into each layer per
@@ -209,13 +231,7 @@ def _evaluate(
         if len(batch) > total - done:
             batch = batch.subset(np.arange(total - done))
         done += len(batch)
-        grid, dropped = raster(batch, p.time_bin_us, steps, downsample=downsample)
-        if grid.shape[2:] != tuple(arch.input_shape):
-            raise InputError(
-                f"{events_path}: frames.downsample={downsample} gives inputs of shape "
-                f"{grid.shape[2:]} but the network takes {tuple(arch.input_shape)}; use the "
-                "frames.downsample the network was trained with"
-            )
+        grid, dropped = input_format.rasters(batch, p.time_bin_us, steps, arch.input_shape)
         t.dropped += dropped
         x = torch.from_numpy(grid).to(device)
         result = simulate(snn, x, points, backend=p.backend)
@@ -345,7 +361,7 @@ def chip_tables(
     target: str,
     device: str = "cpu",
     progress: bool = True,
-    downsample: int = 1,
+    input_format: InputFormat = InputFormat(),
 ) -> dict[str, pa.Table]:
     """The chip's network at ``factor`` (unscaled ``snn``: the factor first, then
     discretisation, :func:`spikescale.chip.discretised_variant`) evaluated like the float
@@ -376,7 +392,7 @@ def chip_tables(
         factor,
         device,
         progress,
-        downsample,
+        input_format,
         fan=fan,
     )
     summary = tables["summary"].to_pylist()[0]
@@ -451,7 +467,7 @@ def factor_evaluator(
     device: str = "cpu",
     progress: bool = True,
     *,
-    downsample: int = 1,
+    input_format: InputFormat = InputFormat(),
     hardware: HardwareParams | None = None,
 ):
     """A function factor -> result tables (:func:`evaluate_factor`) for the SNN stored in
@@ -480,14 +496,14 @@ def factor_evaluator(
             factor,
             device,
             progress=progress,
-            downsample=downsample,
+            input_format=input_format,
         )
         _report(factor, VARIANT_FLOAT, tables)
         target = None if hardware is None else hardware.target
         if target is None:
             return tables
         on_chip = chip_tables(
-            snn, cnn, arch, events_path, p, factor, target, device, progress, downsample
+            snn, cnn, arch, events_path, p, factor, target, device, progress, input_format
         )
         _report(factor, target, on_chip)
         tables = with_variant(tables, VARIANT_FLOAT)

@@ -132,6 +132,16 @@ class TrainingParams(Section):
     kernel_size: int = Field(3, ge=1)
     bias: bool = Field(False, description="biases in conv and linear layers")
     validation_fraction: float = Field(0.1, ge=0, lt=1)
+    input: Literal["frames", "images"] = Field(
+        "frames",
+        description="what the CNN trains on: binned event frames, or the static images the"
+        " recordings were made from (datasets digits and nmnist; one input channel)",
+    )
+    polarities: Literal["sum", "on"] = Field(
+        "sum",
+        description="with input: images, how two-polarity events feed the one-channel network"
+        " in evaluation: OFF + ON counts summed, or ON events only",
+    )
 
     @field_validator("channels")
     @classmethod
@@ -284,6 +294,15 @@ class Params(Section):
     recommend: RecommendParams = RecommendParams()
     energy: EnergyParams = EnergyParams()
     hardware: HardwareParams = HardwareParams()
+
+    @model_validator(mode="after")
+    def _images_exist(self) -> Params:
+        if self.training.input == "images" and self.dataset.name not in ("digits", "nmnist"):
+            raise ValueError(
+                "training.input: images needs the images the recordings were made from, known"
+                f" for datasets digits and nmnist, not {self.dataset.name!r}; use frames"
+            )
+        return self
 
     @model_validator(mode="after")
     def _frames_fit(self) -> Params:

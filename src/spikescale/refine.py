@@ -62,7 +62,7 @@ def run_refine(
     }
     evaluate = None
     if p.scale.refine_rounds:
-        from spikescale.evaluate import factor_evaluator  # torch and numba only when needed
+        from spikescale.evaluate import InputFormat, factor_evaluator  # torch, numba: if needed
 
         evaluate = factor_evaluator(
             snn_path,
@@ -70,7 +70,7 @@ def run_refine(
             p.evaluation,
             p.device,
             progress,
-            downsample=p.frames.downsample,
+            input_format=InputFormat(p.frames.downsample, p.training.polarities),
             hardware=p.hardware,
         )
     refined: list[dict[str, pa.Table]] = []

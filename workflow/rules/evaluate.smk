@@ -16,7 +16,9 @@ rule evaluate:
     resources:
         gpu=GPU,
     params:
-        p=sections("evaluation", "device", "hardware", frames=["downsample"]),
+        p=sections(
+            "evaluation", "device", "hardware", frames=["downsample"], training=["polarities"]
+        ),
         prefix=lambda w, output: output[0].removesuffix(".parquet"),
     shell:
         "{input.spikescale} evaluate --params {params.p:q} --snn {input.snn} --events {input.events}"
@@ -43,7 +45,15 @@ rule refine:
     resources:
         gpu=GPU,
     params:
-        p=sections("scale", "recommend", "evaluation", "device", "hardware", frames=["downsample"]),
+        p=sections(
+            "scale",
+            "recommend",
+            "evaluation",
+            "device",
+            "hardware",
+            frames=["downsample"],
+            training=["polarities"],
+        ),
         factor_dir=lambda w, input: os.path.dirname(input.factors[0]),
         prefix=lambda w, output: output[0].removesuffix(".parquet"),
     shell:

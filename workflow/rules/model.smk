@@ -19,7 +19,7 @@ rule train:
     resources:
         gpu=GPU,
     params:
-        p=sections("training", "device", "model"),
+        p=sections("training", "device", "model", "dataset"),
         frames=lambda w, input: os.path.dirname(input[0]),
     shell:
         "{input.spikescale} train --params {params.p:q} --frames-dir {params.frames} --events {input.events}"
@@ -41,7 +41,12 @@ rule normalise:
         "../envs/spikescale.yaml"
     threads: 2
     params:
-        p=sections("normalisation", conversion=["max_pool"]),
+        p=sections(
+            "normalisation",
+            "dataset",
+            conversion=["max_pool"],
+            training=["input"],
+        ),
     shell:
         "{input.spikescale} normalise --params {params.p:q} --cnn {input.cnn} --frames {input.frames}"
         " --out {output.model} --table {output.table} --threads {threads} > {log:q} 2>&1"
