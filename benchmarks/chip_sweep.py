@@ -7,12 +7,12 @@ as the evaluate stage. Prints, per factor: accuracy and silent fraction of both,
 first layer's integer threshold, spikes and chip synaptic operations per sample
 (:func:`spikescale.chip.core_fan_out`), the busiest core's mean and peak SynOps/s
 (:func:`spikescale.chip.synops_rates`; the peak of the first core also from its 1 ms bins),
-which core that is, whether every core stays within the per-core limit
-(``ASSUMED_SYNOPS_PER_SECOND_PER_CORE``, a placeholder) and whether the network maps onto
-the chip's cores; ``w>thr`` lists the layers whose largest integer weight exceeds the
+which core that is, whether every core stays within the per-core limit (``--synops-limit``,
+default: hardware.synops_per_second_per_core's placeholder) and whether the network maps
+onto the chip's cores; ``w>thr`` lists the layers whose largest integer weight exceeds the
 threshold (there the chip spikes once per event where the simulation may spike more).
-Until the evaluate stage runs the chip variant itself (issue 17), this is how to see the
-trade-off.
+The pipeline's evaluate stage computes the same with ``hardware.target: speck``; this
+script sweeps any factors on a finished run without rerunning it.
 
     .venv/bin/python benchmarks/chip_sweep.py --snn models/digits/snn.pt \\
         --events data/digits/events/test.parquet --factors 1 4 16 64
@@ -30,7 +30,7 @@ from spikescale import chip
 from spikescale.binning import raster
 from spikescale.events import iter_batches, read_metadata
 from spikescale.model import load_cnn, scale_first_layer, to_snn
-from spikescale.params import ConversionParams
+from spikescale.params import ConversionParams, HardwareParams
 from spikescale.simulate import simulate
 
 
@@ -40,7 +40,7 @@ def load_snn(path: str):
     return to_snn(cnn, arch, ConversionParams(**blob["conversion"])), arch.input_shape
 
 
-def run(snn, input_shape, events, time_bin_us, max_samples, batch_size, backend) -> dict:
+def run(snn, input_shape, events, time_bin_us, max_samples, batch_size, backend, limit) -> dict:
     """Accuracy, silent fraction, spikes and chip synops of ``snn`` on the test events."""
     meta = read_metadata(events)
     steps = max(1, math.ceil(meta["duration_us"] / time_bin_us))
@@ -66,7 +66,9 @@ def run(snn, input_shape, events, time_bin_us, max_samples, batch_size, backend)
         per_bin = grid.reshape(len(batch), steps, -1) @ fan[0]  # first core, per time bin
         input_peak = max(input_peak, float(per_bin.max()))
     synops_all = np.concatenate(synops)
-    rates = chip.synops_rates(synops_all, steps * time_bin_us * 1e-6)
+    rates = chip.synops_rates(
+        synops_all, steps * time_bin_us * 1e-6, limit_synops_per_second_per_core=limit
+    )
     return {
         "accuracy": correct / done,
         "silent": silent / done,
@@ -86,6 +88,12 @@ def main() -> None:
     ap.add_argument("--max-samples", type=int, default=10**9)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--backend", default="fast")
+    ap.add_argument(
+        "--synops-limit",
+        type=float,
+        default=HardwareParams().synops_per_second_per_core,
+        help="synops/s one core carries (default: the parameter's placeholder)",
+    )
     a = ap.parse_args()
     snn, shape = load_snn(a.snn)
     print(
@@ -94,7 +102,15 @@ def main() -> None:
         f"{'core0 bin/s':>11} {'busiest':>7} {'<=limit':>7} {'w>thr':>11} fits"
     )
     for factor in a.factors:
-        common = (shape, a.events, a.time_bin_us, a.max_samples, a.batch_size, a.backend)
+        common = (
+            shape,
+            a.events,
+            a.time_bin_us,
+            a.max_samples,
+            a.batch_size,
+            a.backend,
+            a.synops_limit,
+        )
         flt = run(scale_first_layer(snn, factor), *common)
         variant = chip.discretised_variant(snn, factor)
         hw = run(variant.snn, *common)

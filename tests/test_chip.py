@@ -343,30 +343,47 @@ def test_synops_rates_mean_and_peak_against_the_limit():
     per_sample = np.array([[100.0, 10.0], [300.0, 30.0]])  # 2 samples, 2 layers, 0.1 s each
     rates = chip.synops_rates(per_sample, 0.1, limit_synops_per_second_per_core=2500.0)
     assert rates.mean_synops_per_second == (2000.0, 200.0)
-    assert rates.peak_synops_per_second == (3000.0, 300.0) and rates.peak_from == "samples"
+    assert rates.peak_synops_per_second == (3000.0, 300.0)
+    assert rates.peak_from == ("samples", "samples") and rates.busiest == 0
     assert rates.over_limit == (True, False) and not rates.within_limit
     assert rates.peak_fraction_of_limit == pytest.approx(1.2)
     per_bin = np.zeros((2, 100, 2))
     per_bin[1, 7] = [50.0, 1.0]  # one busy millisecond
-    binned = chip.synops_rates(per_sample, 0.1, per_bin, 0.001, 1e6)
-    assert binned.peak_synops_per_second == (50_000.0, 1000.0) and binned.peak_from == "time_bins"
-    assert binned.within_limit
-    assert chip.synops_rates(per_sample[0], 0.1).limit_synops_per_second_per_core == (
-        chip.ASSUMED_SYNOPS_PER_SECOND_PER_CORE
+    binned = chip.synops_rates(
+        per_sample, 0.1, per_bin, 0.001, limit_synops_per_second_per_core=1e6
     )
+    assert binned.peak_synops_per_second == (50_000.0, 1000.0)
+    assert binned.peak_from == ("time_bins", "time_bins") and binned.within_limit
+    # bins of the first layer only (what the evaluation counts): the others from samples
+    first = chip.synops_rates(
+        per_sample, 0.1, per_bin[:, :, :1], 0.001, limit_synops_per_second_per_core=1e6
+    )
+    assert first.peak_synops_per_second == (50_000.0, 300.0)
+    assert first.peak_from == ("time_bins", "samples")
+    # a bin's peak is never below the mean of its sample
+    even = np.full((2, 100, 1), 3.0)
+    assert chip.synops_rates(
+        per_sample, 0.1, even, 0.001, limit_synops_per_second_per_core=1e6
+    ).peak_synops_per_second == (3000.0, 300.0)
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"duration_s": 0.0}, "duration_s must be a finite number > 0"),
-        ({"synops_per_bin": np.zeros((5, 3)), "bin_s": 0.001}, r"shape \(samples, bins, 2\)"),
+        ({"synops_per_bin": np.zeros((5, 3)), "bin_s": 0.001}, r"1 <= k <= 2 layers"),
         ({"synops_per_bin": np.zeros((5, 2))}, "bin_s must be a finite number > 0"),
-        ({"limit_synops_per_second_per_core": 0.0}, "limit_synops_per_second_per_core"),
+        ({"synops_per_bin": -np.ones((5, 2)), "bin_s": 0.001}, "finite counts >= 0"),
+        ({"limit_synops_per_second_per_core": 0.0}, "hardware.synops_per_second_per_core"),
+        ({"limit_synops_per_second_per_core": float("inf")}, "finite number > 0"),
     ],
 )
 def test_synops_rates_refuse_bad_input_by_name(kwargs, message):
-    args = {"synops_per_sample": np.ones((3, 2)), "duration_s": 0.3} | kwargs
+    args = {
+        "synops_per_sample": np.ones((3, 2)),
+        "duration_s": 0.3,
+        "limit_synops_per_second_per_core": 1e8,
+    } | kwargs
     with pytest.raises(ValueError, match=message):
         chip.synops_rates(**args)
 
@@ -397,7 +414,7 @@ arch = Architecture(2, 16, 16, 5, (4,), 3, True)
 snn = to_snn(build_cnn(arch), arch, ConversionParams())
 variant = chip.discretised_variant(snn, 4.0)
 chip.chip_mapping(variant.snn, arch.input_shape)
-chip.synops_rates(np.ones((2, 2)), 0.3)
+chip.synops_rates(np.ones((2, 2)), 0.3, limit_synops_per_second_per_core=1e8)
 for backend in ("sinabs", "fast"):
     simulate(variant.snn, torch.ones(1, 3, 2, 16, 16), np.array([2]), backend=backend)
 loaded = sorted(m for m in sys.modules if m == "samna" or m.startswith(("samna.",

@@ -12,9 +12,10 @@ from spikescale.collect import build_sweep
 from spikescale.evaluate import chip_tables, evaluate_factor, with_variant
 from spikescale.events import EVENT_DTYPE, EventSet, write_events
 from spikescale.model import Architecture, build_cnn, scale_first_layer, to_snn
-from spikescale.params import ConversionParams, EvaluationParams
+from spikescale.params import ConversionParams, EvaluationParams, HardwareParams
 
 ARCH = Architecture(2, 16, 16, 5, (4,), 3, True)
+SPECK = HardwareParams(target="speck")
 
 
 def _events(path, n=12, seed=0):
@@ -43,7 +44,7 @@ def network():
 def _run(network, path, factor, backend):
     cnn, snn = network
     p = EvaluationParams(backend=backend, time_bin_us=5000, timecourse_points=3)
-    return chip_tables(snn, cnn, ARCH, path, p, factor, "speck", progress=False)
+    return chip_tables(snn, cnn, ARCH, path, p, factor, SPECK, progress=False)
 
 
 def test_chip_variant_is_the_discretised_network_and_both_backends_agree(tmp_path, network):
@@ -80,6 +81,63 @@ def test_chip_variant_is_the_discretised_network_and_both_backends_agree(tmp_pat
     assert [d.threshold for d in variant.layers] == [r["chip_threshold"] for r in layers]
 
 
+def test_first_core_peak_is_its_busiest_time_bin_and_deeper_ones_say_lower_bound(tmp_path, network):
+    from spikescale.binning import raster
+    from spikescale.events import read_events
+
+    path = _events(tmp_path / "test.parquet")
+    tables = _run(network, path, 8.0, "fast")
+    layers = tables["layers"].to_pylist()
+    assert [r["peak_synops_from"] for r in layers] == ["time_bins", "samples"]
+    # the first core's peak, recounted from the raster: input events of each 5 ms bin times
+    # the core fan-out of the discretised network, the busiest bin of any sample
+    _, snn = network
+    fan = chip.core_fan_out(chip.discretised_variant(snn, 8.0).snn, ARCH.input_shape)[0]
+    steps = tables["summary"]["steps"][0].as_py()
+    grid, _ = raster(read_events(path), 5000, steps)
+    per_bin = np.einsum("btchw,chw->bt", grid.astype(np.float64), fan)
+    assert layers[0]["peak_synops_per_second"] == pytest.approx(per_bin.max() / 0.005)
+    assert per_bin.sum(1).mean() == pytest.approx(layers[0]["synops_per_sample"])
+    assert layers[0]["peak_synops_per_second"] >= layers[0]["mean_synops_per_second"]
+    summary = tables["summary"].to_pylist()[0]
+    busiest = max(layers, key=lambda r: r["peak_synops_per_second"])
+    assert summary["peak_synops_layer"] == busiest["layer"]
+    assert summary["peak_synops_from"] == busiest["peak_synops_from"]
+
+
+def test_the_rate_limit_is_the_hardware_parameter(tmp_path, network):
+    cnn, snn = network
+    path = _events(tmp_path / "test.parquet", n=4)
+    p = EvaluationParams(time_bin_us=10_000, timecourse_points=2)
+    low = HardwareParams(target="speck", synops_per_second_per_core=1000.0)
+    tables = chip_tables(snn, cnn, ARCH, path, p, 4.0, low, progress=False)
+    summary = tables["summary"].to_pylist()[0]
+    assert summary["synops_limit_per_second_per_core"] == 1000.0
+    assert summary["within_synops_limit"] is False and summary["chip_fits"] is True
+    assert "conv1: peak" in summary["chip_problems"]
+    assert "hardware.synops_per_second_per_core" in summary["chip_problems"]
+    assert tables["layers"]["over_synops_limit"].to_pylist()[0] is True
+    # recorded in the recommendation; nothing within the limit, so nothing recommended
+    floats = with_variant(
+        evaluate_factor(
+            scale_first_layer(snn, 4.0),
+            scale_first_layer(cnn, 4.0),
+            ARCH,
+            path,
+            p,
+            4.0,
+            progress=False,
+        ),
+        "float",
+    )
+    summary = pa.concat_tables([floats["summary"], tables["summary"]], promote_options="default")
+    _, rec = build_sweep(summary, 0.9, 1.0, 50.0)
+    assert rec["synops_limit_per_second_per_core"] == 1000.0
+    assert rec["recommended_factor"] is None and "hardware.synops" in rec["message"]
+    with pytest.raises(ValueError, match="synops_per_second_per_core"):
+        HardwareParams(target="speck", synops_per_second_per_core=0)
+
+
 def test_a_layer_too_large_for_any_core_is_named(tmp_path):
     arch = Architecture(2, 16, 16, 5, (1024,), 3, True)
     torch.manual_seed(0)
@@ -87,7 +145,7 @@ def test_a_layer_too_large_for_any_core_is_named(tmp_path):
     snn = to_snn(cnn, arch, ConversionParams())
     path = _events(tmp_path / "test.parquet", n=3)
     p = EvaluationParams(time_bin_us=10_000, timecourse_points=2)
-    tables = chip_tables(snn, cnn, arch, path, p, 1.0, "speck", progress=False)
+    tables = chip_tables(snn, cnn, arch, path, p, 1.0, SPECK, progress=False)
     summary = tables["summary"].to_pylist()[0]
     assert summary["chip_fits"] is False
     assert "fc1" in summary["chip_problems"] or "conv1" in summary["chip_problems"]
@@ -103,6 +161,7 @@ def _summary(factor, variant, accuracy, fits=None, within=None):
         "chip_fits": fits,
         "within_synops_limit": within,
         "chip_problems": None if fits is None else ("" if fits else "conv1: too big"),
+        "synops_limit_per_second_per_core": None if fits is None else 1e8,
     }
     return row
 
@@ -115,6 +174,7 @@ def test_recommendation_with_a_chip_is_among_chip_rows_that_fit():
     assert rec["variant"] == "speck" and rec["recommended_factor"] == 4.0
     assert rec["float_recommendation"]["recommended_factor"] == 2.0
     assert "maps onto the chip" in rec["restricted_to"]
+    assert rec["synops_limit_per_second_per_core"] == 1e8
     chosen = [(r["factor"], r["variant"]) for r in sweep.to_pylist() if r["recommended"]]
     assert chosen == [(4.0, "speck")]
 
@@ -142,7 +202,7 @@ cnn = t.build_cnn(t.ARCH).eval()
 snn = t.to_snn(cnn, t.ARCH, t.ConversionParams())
 for backend in ("fast", "sinabs"):
     p = t.EvaluationParams(backend=backend, time_bin_us=10_000, timecourse_points=2)
-    tables = t.chip_tables(snn, cnn, t.ARCH, sys.argv[1], p, 4.0, "speck", progress=False)
+    tables = t.chip_tables(snn, cnn, t.ARCH, sys.argv[1], p, 4.0, t.SPECK, progress=False)
 loaded = sorted(m for m in sys.modules if m == "samna" or m.startswith(("samna.",
     "sinabs.backend.dynapcnn")))
 print(json.dumps({"events": events, "loaded": loaded, "rows": tables["summary"].num_rows}))
@@ -192,7 +252,7 @@ def test_report_draws_float_and_chip_rows(tmp_path, network):
             ),
             "float",
         )
-        on_chip = chip_tables(snn, cnn, ARCH, path, p, factor, "speck", progress=False)
+        on_chip = chip_tables(snn, cnn, ARCH, path, p, factor, SPECK, progress=False)
         parts += [floats, on_chip]
     tables = {
         name: pa.concat_tables([t[name] for t in parts], promote_options="default")

@@ -88,9 +88,8 @@ MAX_OUTPUT_SIZE = 64  # height and width of a core's neuron map
 # Each core can carry only so many synaptic operations per second; past that "the entire
 # chip stalls" (sinabs docs/speck/faqs/tips_for_training.md, "SynOps/s Bandwidth
 # Constrains"). Neither the installed sinabs 3.1.3 sources nor its Speck documentation
-# state the number. This default is a placeholder of plausible order of magnitude, NOT a
-# SynSense figure: pass the limit of the chip at hand (measured, or from SynSense) instead.
-ASSUMED_SYNOPS_PER_SECOND_PER_CORE = 1e8
+# state the number, so it is a parameter, hardware.synops_per_second_per_core, whose
+# default (1e8) is a placeholder of plausible order of magnitude, NOT a SynSense figure.
 
 
 # --------------------------------------------------------------------------------------
@@ -649,14 +648,14 @@ class SynopsRates:
     """Synaptic operations per second each core carries (one entry per weighted layer,
     counting the operations its input spikes cause), against the per-core limit.
 
-    ``peak_from`` says how the peak was taken: ``"time_bins"`` (the busiest bin of any
-    sample) or ``"samples"`` (the busiest sample's mean over its recording: a lower bound
-    of the true peak, since activity bunches within a recording).
+    ``peak_from`` says, per layer, how its peak was taken: ``"time_bins"`` (the busiest
+    time bin of any sample) or ``"samples"`` (the busiest sample's mean over its
+    recording: a lower bound of the true peak, since activity bunches within a recording).
     """
 
     mean_synops_per_second: tuple[float, ...]
     peak_synops_per_second: tuple[float, ...]
-    peak_from: str
+    peak_from: tuple[str, ...]
     limit_synops_per_second_per_core: float
 
     @property
@@ -669,6 +668,11 @@ class SynopsRates:
         return not any(self.over_limit)
 
     @property
+    def busiest(self) -> int:
+        """The layer (core) with the highest peak; the first of equals."""
+        return int(np.argmax(self.peak_synops_per_second))
+
+    @property
     def peak_fraction_of_limit(self) -> float:
         """The busiest core's peak as a fraction of the limit (above 1: the chip stalls)."""
         return max(self.peak_synops_per_second, default=0.0) / self.limit_synops_per_second_per_core
@@ -679,14 +683,18 @@ def synops_rates(
     duration_s: float,
     synops_per_bin: np.ndarray | None = None,
     bin_s: float | None = None,
-    limit_synops_per_second_per_core: float = ASSUMED_SYNOPS_PER_SECOND_PER_CORE,
+    *,
+    limit_synops_per_second_per_core: float,
 ) -> SynopsRates:
     """Mean and peak synaptic operations per second per layer, for one factor.
 
     ``synops_per_sample``: (samples, layers) operations into each layer over a recording
     of ``duration_s`` seconds (what the evaluate stage counts). ``synops_per_bin``, if
-    given: (samples, bins, layers) or (bins, layers) operations per time bin of ``bin_s``
-    seconds; the peak is then the busiest bin, else the busiest sample.
+    given: (samples, bins, k) or (bins, k) operations per time bin of ``bin_s`` seconds
+    into the first k layers (k <= layers: the evaluation counts the first layer's per bin
+    from its input, the others' only per sample). A layer's peak is its busiest bin where
+    it has bins, else its busiest sample's mean rate (``peak_from`` says which).
+    ``limit_synops_per_second_per_core``: hardware.synops_per_second_per_core.
     """
     per_sample = np.asarray(synops_per_sample, dtype=np.float64)
     if per_sample.ndim == 1:
@@ -698,33 +706,44 @@ def synops_rates(
         )
     if not (math.isfinite(duration_s) and duration_s > 0):
         raise ValueError(f"duration_s must be a finite number > 0, got {duration_s!r}")
-    if not limit_synops_per_second_per_core > 0:
+    limit = limit_synops_per_second_per_core
+    if not (isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0):
         raise ValueError(
-            "limit_synops_per_second_per_core must be > 0, got "
-            f"{limit_synops_per_second_per_core!r}"
+            f"limit_synops_per_second_per_core (hardware.synops_per_second_per_core) must be "
+            f"a finite number > 0, got {limit!r}"
         )
     if (per_sample < 0).any() or not np.isfinite(per_sample).all():
         raise ValueError("synops_per_sample must hold finite counts >= 0")
+    layers = per_sample.shape[1]
     mean = per_sample.mean(0) / duration_s
-    if synops_per_bin is None:
-        peak, source = per_sample.max(0) / duration_s, "samples"
-    else:
+    peak = per_sample.max(0) / duration_s
+    source = ["samples"] * layers
+    if synops_per_bin is not None:
         per_bin = np.asarray(synops_per_bin, dtype=np.float64)
         if per_bin.ndim == 2:
             per_bin = per_bin[None]
-        if per_bin.ndim != 3 or per_bin.shape[-1] != per_sample.shape[1] or per_bin.shape[1] == 0:
+        if (
+            per_bin.ndim != 3
+            or not 0 < per_bin.shape[-1] <= layers
+            or per_bin.shape[1] == 0
+            or per_bin.shape[0] == 0
+        ):
             raise ValueError(
-                f"synops_per_bin must have shape (samples, bins, {per_sample.shape[1]}) or "
-                f"(bins, {per_sample.shape[1]}), got {np.shape(synops_per_bin)}"
+                f"synops_per_bin must have shape (samples, bins, k) or (bins, k) with "
+                f"1 <= k <= {layers} layers, got {np.shape(synops_per_bin)}"
             )
         if bin_s is None or not (math.isfinite(bin_s) and bin_s > 0):
             raise ValueError(
                 f"bin_s must be a finite number > 0 with synops_per_bin, got {bin_s!r}"
             )
-        peak, source = per_bin.max(axis=(0, 1)) / bin_s, "time_bins"
+        if (per_bin < 0).any() or not np.isfinite(per_bin).all():
+            raise ValueError("synops_per_bin must hold finite counts >= 0")
+        k = per_bin.shape[-1]
+        peak[:k] = per_bin.max(axis=(0, 1)) / bin_s
+        source[:k] = ["time_bins"] * k
     return SynopsRates(
         mean_synops_per_second=tuple(float(v) for v in mean),
         peak_synops_per_second=tuple(float(v) for v in peak),
-        peak_from=source,
-        limit_synops_per_second_per_core=float(limit_synops_per_second_per_core),
+        peak_from=tuple(source),
+        limit_synops_per_second_per_core=float(limit),
     )

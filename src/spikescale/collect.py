@@ -114,8 +114,9 @@ def sort_by_factor(table: pa.Table, *keys: str) -> pa.Table:
 
 CHIP_RESTRICTION = (
     "the {target} rows (the chip-discretised network) whose network maps onto the chip's "
-    "cores and whose busiest core stays within the assumed synops/s limit "
-    "(synops_limit_per_second_per_core); float_recommendation: the float SNN's"
+    "cores and whose busiest core stays within the synops/s limit per core "
+    "(synops_limit_per_second_per_core, hardware.synops_per_second_per_core); "
+    "float_recommendation: the float SNN's"
 )
 
 
@@ -152,9 +153,11 @@ def build_sweep(
     chip_sweep, rec = _variant_sweep(
         on_chip, cnn_accuracy, tolerance_pp, max_gap_pp, refined_factors, eligible
     )
+    limits = set(on_chip.column("synops_limit_per_second_per_core").to_pylist())
     rec.update(
         variant=target,
         restricted_to=CHIP_RESTRICTION.format(target=target),
+        synops_limit_per_second_per_core=limits.pop() if len(limits) == 1 else sorted(limits),
         float_recommendation=float_rec,
     )
     sweep = pa.concat_tables([float_sweep, chip_sweep], promote_options="default")

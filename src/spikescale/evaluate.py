@@ -120,6 +120,7 @@ class Totals:
     synops: list[np.ndarray] = field(default_factory=list)  # (B, layers) into each layer
     input_events: list[np.ndarray] = field(default_factory=list)
     over_time: list[np.ndarray] = field(default_factory=list)  # (B, points, classes)
+    input_synops_per_bin: list[np.ndarray] = field(default_factory=list)  # (B, steps)
     corr_sums: np.ndarray | None = None  # per layer: n, sx, sy, sxx, syy, sxy
     dropped: int = 0
 
@@ -199,9 +200,13 @@ def _evaluate(
     progress: bool = True,
     input_format: InputFormat = InputFormat(),
     fan: list[np.ndarray] | None = None,
-) -> tuple[dict[str, pa.Table], np.ndarray]:
-    """:func:`evaluate_factor`'s tables and the synaptic operations into each layer per
-    sample (samples, layers); ``fan``: each layer's fan-out (default: :func:`fan_out`)."""
+    per_bin: bool = False,
+) -> tuple[dict[str, pa.Table], np.ndarray, np.ndarray | None]:
+    """:func:`evaluate_factor`'s tables, the synaptic operations into each layer per
+    sample (samples, layers) and, with ``per_bin``, those into the first layer per time
+    step (samples, steps; None without): the input events of each step times their
+    fan-out. The deeper layers' per step would need per-step spike counts, which the
+    simulators do not report. ``fan``: each layer's fan-out (default: :func:`fan_out`)."""
     meta = read_metadata(events_path)
     total = (
         len(meta["labels"]) if p.max_samples is None else min(p.max_samples, len(meta["labels"]))
@@ -239,6 +244,8 @@ def _evaluate(
         inputs = grid.sum(1).reshape(len(batch), -1)
         spikes_in = [inputs] + [c.reshape(len(batch), -1) for c in result.layer_counts[:-1]]
         t.synops.append(np.stack([s @ f.ravel() for s, f in zip(spikes_in, fan)], 1))
+        if per_bin:
+            t.input_synops_per_bin.append(_synops_per_step(grid, fan[0]))
         counts = [c.reshape(len(batch), -1) for c in result.layer_counts]
         t.layer_spikes.append(np.stack([c.sum(1) for c in counts], 1))
         t.silent.append(np.stack([(c == 0).mean(1) for c in counts], 1))
@@ -263,7 +270,19 @@ def _evaluate(
         bar.update(len(batch))
     bar.close()
     tables = _tables(t, factor, names, neurons, fan, shapes, segs, points, steps, p)
-    return tables, np.concatenate(t.synops)
+    bins = np.concatenate(t.input_synops_per_bin) if per_bin else None
+    return tables, np.concatenate(t.synops), bins
+
+
+def _synops_per_step(grid: np.ndarray, fan: np.ndarray) -> np.ndarray:
+    """(batch, steps) synaptic operations that the input events of each step cause:
+    counts times fan-out over the non-zero cells only (exact, and no dense float64 copy
+    of the raster)."""
+    batch, steps = grid.shape[:2]
+    flat = grid.reshape(batch * steps, -1)
+    rows, cols = np.nonzero(flat)
+    ops = flat[rows, cols].astype(np.float64) * fan.ravel()[cols]
+    return np.bincount(rows, weights=ops, minlength=batch * steps).reshape(batch, steps)
 
 
 def _correlation(s: np.ndarray) -> float | None:
@@ -358,32 +377,37 @@ def chip_tables(
     events_path,
     p: EvaluationParams,
     factor: float,
-    target: str,
+    hardware: HardwareParams,
     device: str = "cpu",
     progress: bool = True,
     input_format: InputFormat = InputFormat(),
 ) -> dict[str, pa.Table]:
     """The chip's network at ``factor`` (unscaled ``snn``: the factor first, then
     discretisation, :func:`spikescale.chip.discretised_variant`) evaluated like the float
-    SNN, its rows marked ``variant`` = ``target``, with what the chip asks of it.
+    SNN, its rows marked ``variant`` = ``hardware.target``, with what the chip asks of it.
 
     Synaptic operations count every kernel entry a spike reaches
     (:func:`spikescale.chip.core_fan_out`), as a core does. Per layer: memory against the
     core it maps to (or the largest core where it maps to none), whether it fits, why
     not, the leak flag, the integer threshold and the mean and peak synops/s against the
-    per-core limit (an assumed figure, ``chip.ASSUMED_SYNOPS_PER_SECOND_PER_CORE``); the
-    peak is the busiest sample's mean rate (a lower bound of the busiest moment). Per
-    factor: whether the whole network maps onto the cores, the busiest core's rates and
-    every problem, each naming its layer.
+    per-core limit ``hardware.synops_per_second_per_core``. The first layer's peak is its
+    busiest time bin (its input events per bin are known); a deeper layer's is its
+    busiest sample's mean rate, a lower bound of its busiest moment (the simulators report
+    spikes per sample, not per bin); ``peak_synops_from`` says which. Per factor: whether
+    the whole network maps onto the cores, the busiest core, its rates and every problem,
+    each naming its layer.
     """
     from spikescale import chip
     from spikescale.model import scale_first_layer
 
+    target = hardware.target
+    if target is None:
+        raise ValueError("chip_tables: hardware.target is null; expected a chip, e.g. speck")
     shape = tuple(int(s) for s in arch.input_shape)
     variant = chip.discretised_variant(snn, factor)
     mapping = chip.chip_mapping(variant.snn, shape)
     fan = chip.core_fan_out(variant.snn, shape)
-    tables, synops = _evaluate(
+    tables, synops, input_bins = _evaluate(
         variant.snn,
         scale_first_layer(cnn, factor),
         arch,
@@ -394,9 +418,17 @@ def chip_tables(
         progress,
         input_format,
         fan=fan,
+        per_bin=True,
     )
     summary = tables["summary"].to_pylist()[0]
-    rates = chip.synops_rates(synops, summary["steps"] * summary["time_bin_us"] * 1e-6)
+    bin_s = summary["time_bin_us"] * 1e-6
+    rates = chip.synops_rates(
+        synops,
+        summary["steps"] * bin_s,
+        input_bins[:, :, None],
+        bin_s,
+        limit_synops_per_second_per_core=hardware.synops_per_second_per_core,
+    )
     largest = chip.CoreLimits(
         max(c.kernel_memory for c in chip.SPECK_CORES),
         max(c.neuron_memory for c in chip.SPECK_CORES),
@@ -421,6 +453,7 @@ def chip_tables(
         "weight_above_threshold": [d.weight_above_threshold for d in variant.layers],
         "mean_synops_per_second": list(rates.mean_synops_per_second),
         "peak_synops_per_second": list(rates.peak_synops_per_second),
+        "peak_synops_from": list(rates.peak_from),
         "over_synops_limit": list(over),
     }
     names = [lay.name for lay in mapping.layers]
@@ -430,7 +463,8 @@ def chip_tables(
         tables["layers"] = tables["layers"].append_column(name, pa.array(values))
     limit = rates.limit_synops_per_second_per_core
     problems = list(mapping.problems) + [
-        f"{name}: peak {peak:.3g} synops/s > assumed limit {limit:.3g} per core"
+        f"{name}: peak {peak:.3g} synops/s > limit {limit:.3g} per core "
+        "(hardware.synops_per_second_per_core)"
         for name, peak, o in zip(names, rates.peak_synops_per_second, over)
         if o
     ]
@@ -439,6 +473,8 @@ def chip_tables(
         "leak_enabled": mapping.leak_enabled,
         "mean_synops_per_second": max(rates.mean_synops_per_second, default=0.0),
         "peak_synops_per_second": max(rates.peak_synops_per_second, default=0.0),
+        "peak_synops_layer": names[rates.busiest],
+        "peak_synops_from": rates.peak_from[rates.busiest],
         "synops_limit_per_second_per_core": limit,
         "within_synops_limit": rates.within_limit,
         "chip_problems": _joined(problems),
@@ -503,7 +539,7 @@ def factor_evaluator(
         if target is None:
             return tables
         on_chip = chip_tables(
-            snn, cnn, arch, events_path, p, factor, target, device, progress, input_format
+            snn, cnn, arch, events_path, p, factor, hardware, device, progress, input_format
         )
         _report(factor, target, on_chip)
         tables = with_variant(tables, VARIANT_FLOAT)

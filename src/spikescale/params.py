@@ -277,6 +277,14 @@ class HardwareParams(Section):
         description="null | speck: also evaluate every factor as Speck / DYNAP-CNN would run "
         "it (discretised), with its memory and synops/s checks",
     )
+    synops_per_second_per_core: float = Field(
+        1e8,
+        gt=0,
+        allow_inf_nan=False,
+        description="synaptic operations per second one core carries before the chip stalls; "
+        "the default is a placeholder of plausible order, not a SynSense figure: set the "
+        "limit of your chip (measured, or from SynSense)",
+    )
 
 
 class Params(Section):
