@@ -277,7 +277,7 @@ def test_snakemake_run_with_a_speck_target_writes_chip_rows(tmp_path):
     from conftest import make_project, snakemake
 
     project = make_project(tmp_path, {"hardware": {"target": "speck"}})
-    snakemake(project, "--until", "report")
+    snakemake(project, "--until", "report", "export")
     results = project / "results/digits"
     sweep = pq.read_table(results / "sweep.parquet").to_pylist()
     assert [(r["factor"], r["variant"]) for r in sweep] == [
@@ -296,4 +296,28 @@ def test_snakemake_run_with_a_speck_target_writes_chip_rows(tmp_path):
     rec = json.loads((results / "recommendation.json").read_text())
     assert rec["variant"] == "speck" and "maps onto the chip" in rec["restricted_to"]
     assert "float_recommendation" in rec
+    assert rec["synops_limit_per_second_per_core"] == 1e8  # params.yaml's placeholder
+    assert {r["synops_limit_per_second_per_core"] for r in sweep if r["variant"] == "speck"} == {
+        1e8
+    }
+    assert [r["peak_synops_from"] for r in speck if r["layer"] == "conv1"] == ["time_bins"] * 2
     assert (results / "plots/accuracy.png").stat().st_size > 0
+    # export: the chip's recommended factor, discretised, beside the float NIR; the same
+    # bytes when written again by another process
+    import nir
+
+    chip_nir = results / "snn_recommended_chip.nir"
+    graph = nir.read(chip_nir)
+    factor = rec["recommended_factor"] or rec["best_factor"]
+    assert graph.metadata["target"] == "speck" and graph.metadata["factor"] == factor
+    assert nir.read(results / "snn_recommended.nir").metadata == {}
+    from conftest import BIN, run
+
+    again = tmp_path / "again.nir"
+    run(
+        [str(BIN / "spikescale"), "export", "--snn", "models/digits/snn.pt", "--recommendation",
+         "results/digits/recommendation.json", "--out", str(tmp_path / "float.nir"),
+         "--chip-out", str(again)],
+        project,
+    )  # fmt: skip
+    assert again.read_bytes() == chip_nir.read_bytes()

@@ -170,3 +170,35 @@ def test_even_same_padding_and_a_trailing_pool_are_refused():
         with_sum_pooling(
             nn.Sequential(nn.Conv2d(2, 2, 3), IAFSqueeze(batch_size=1), nn.AvgPool2d(2))
         )
+
+
+def test_chip_export_is_the_discretised_network_and_reads_back_into_sinabs(tmp_path):
+    """What would be flashed: the factor, then sinabs's discretisation, as NIR whose nodes
+    say what each layer became; sinabs reads it back into a network that spikes as the
+    evaluated chip variant does; two writes give the same bytes."""
+    from spikescale import chip
+    from spikescale.export import chip_nir_graph
+
+    snn = _snn()
+    variant = chip.discretised_variant(snn, 8.0)
+    write_nir(chip_nir_graph(snn, ARCH.input_shape, 8.0), tmp_path / "a.nir")
+    write_nir(chip_nir_graph(snn, ARCH.input_shape, 8.0), tmp_path / "b.nir")
+    assert (tmp_path / "a.nir").read_bytes() == (tmp_path / "b.nir").read_bytes()
+    graph = nir.read(tmp_path / "a.nir")
+    assert graph.metadata["target"] == "speck" and graph.metadata["factor"] == 8.0
+    neurons = [n.metadata for n in graph.nodes.values() if isinstance(n, nir.IF)]
+    assert [m["layer"] for m in neurons] == ["conv1", "conv2", "fc1"]
+    assert [int(m["threshold"]) for m in neurons] == [d.threshold for d in variant.layers]
+    assert [int(m["min_v_mem"]) for m in neurons] == [d.min_v_mem for d in variant.layers]
+    for node in graph.nodes.values():
+        if isinstance(node, (nir.Conv2d, nir.Affine)):
+            w = np.asarray(node.weight)
+            assert np.array_equal(w, np.round(w)) and w.min() >= -128 and w.max() <= 127
+    loaded = sinabs.from_nir(graph, batch_size=1)  # a nirtorch graph of sinabs layers
+    flat = nn.Sequential(*[m for m in loaded.children() if not isinstance(m, nn.Identity)])
+    raster = torch.poisson(torch.full((2, 20, 2, 16, 16), 0.3))
+    expected = simulate(variant.snn, raster, np.array([19]), backend="sinabs")
+    got = simulate(flat, raster, np.array([19]), backend="sinabs")
+    assert expected.output_counts.sum() > 0
+    for a, b in zip(got.layer_counts, expected.layer_counts, strict=True):
+        assert np.array_equal(a, b)

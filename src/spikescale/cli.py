@@ -200,7 +200,7 @@ def cmd_summary(a) -> None:
 def cmd_export(a) -> None:
     from spikescale.export import run_export
 
-    note = run_export(a.snn, a.recommendation, a.out)
+    note = run_export(a.snn, a.recommendation, a.out, a.chip_out)
     print(f"{note}: {a.out} (NIR)")
 
 
@@ -392,8 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
         snn,
         _required("--recommendation", "recommendation.json of the collect stage"),
         _required("--out", "the NIR file to write"),
+        (
+            "--chip-out",
+            {
+                "help": "also write the same factor's network discretised for Speck / "
+                "DYNAP-CNN (what would be flashed) to this NIR file",
+                "default": None,
+            },
+        ),
         params=False,
-        help="write the SNN scaled by the recommended factor as NIR",
+        help="write the SNN scaled by the recommended factor as NIR (and its chip twin)",
     )
     command(
         "report",

@@ -13,6 +13,13 @@ divisor (a 3x3 window) the exported weights are rounded once.
 Convolutions keep their stride, dilation, groups and bias; ``"same"`` / ``"valid"`` padding
 is written as numbers (NIR has no asymmetric padding: an even kernel with ``"same"`` padding
 is refused).
+
+Beside it, :func:`chip_nir_graph` writes the same factor's network as Speck / DYNAP-CNN holds
+it (:func:`spikescale.chip.discretised_variant`: sum pooling, 8-bit integer weights and
+biases, 16-bit integer thresholds): what would be flashed. Each ``IF`` node's metadata
+holds its layer's name, integer threshold, integer lower membrane bound (``min_v_mem``,
+the chip's ``threshold_low``, which NIR's ``IF`` has no field for) and discretisation
+scale; the graph's metadata the target and the factor.
 """
 
 from __future__ import annotations
@@ -172,15 +179,71 @@ def export_factor(recommendation: dict) -> tuple[float, str]:
     return factor, f"exported the recommended factor {factor:g}"
 
 
-def run_export(snn_path, recommendation_path, out) -> str:
-    """Write the SNN, first layer scaled by :func:`export_factor`'s factor, as NIR."""
+CHIP_TARGET = "speck"
+
+
+def chip_nir_graph(
+    snn: nn.Sequential, input_shape: tuple[int, ...], factor: float, target: str = CHIP_TARGET
+) -> nir.NIRGraph:
+    """The unscaled ``snn`` at ``factor`` as the chip holds it (the factor first, then
+    discretisation), as NIR, each ``IF`` node annotated with what discretisation made of
+    its layer. ``sinabs.from_nir`` reads it back; it gives each ``IAF`` the lower bound
+    ``-threshold``, which is the chip's where the conversion used ``min_v_mem`` =
+    ``-threshold`` (the default: -1 and 1); otherwise take ``min_v_mem`` from the metadata.
+    """
+    from spikescale import chip
+
+    variant = chip.discretised_variant(snn, factor)
+    graph = to_nir_graph(variant.snn, input_shape)
+    layers = iter(variant.layers)
+    record = None
+    for name, module in variant.snn.named_children():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            record = next(layers)
+        elif isinstance(module, StatefulLayer) and record is not None:
+            graph.nodes[name].metadata = {
+                "layer": record.name,
+                "threshold": record.threshold,
+                "min_v_mem": record.min_v_mem,
+                "discretisation_scale": record.scale,
+            }
+            record = None
+    graph.metadata = {
+        "target": target,
+        "factor": float(factor),
+        "weight_bits": chip.WEIGHT_BITS,
+        "state_bits": chip.STATE_BITS,
+    }
+    return graph
+
+
+def run_export(snn_path, recommendation_path, out, chip_out=None) -> str:
+    """Write the SNN, first layer scaled by :func:`export_factor`'s factor, as NIR, and with
+    ``chip_out`` the same factor's chip-discretised network (:func:`chip_nir_graph`).
+
+    With ``hardware.target`` set, the recommendation (so the factor) is the chip's: among
+    the factors whose discretised network fits the chip within its rate limit. Without
+    it the factor is the float SNN's, and its discretised twin was not evaluated: the
+    note says so."""
     from spikescale.errors import require
     from spikescale.io import read_json
     from spikescale.model import scale_first_layer
     from spikescale.results import load_snn
 
     require(snn_path, recommendation_path)
-    factor, note = export_factor(read_json(recommendation_path))
+    recommendation = read_json(recommendation_path)
+    factor, note = export_factor(recommendation)
     _, arch, snn = load_snn(snn_path)
     write_nir(to_nir_graph(scale_first_layer(snn, factor), arch.input_shape), out)
+    if chip_out is not None:
+        target = recommendation.get("variant")
+        write_nir(chip_nir_graph(snn, arch.input_shape, factor, target or CHIP_TARGET), chip_out)
+        if target is None:
+            note += (
+                f"; {chip_out}: its {CHIP_TARGET}-discretised twin, not evaluated as such "
+                "(hardware.target: speck evaluates every factor's and recommends among those "
+                "that fit)"
+            )
+        else:
+            note += f"; {chip_out}: the network discretised for {target}, as evaluated"
     return note

@@ -58,6 +58,7 @@ PLOTS = [
     f"{RESULTS}/plots/{name}.png" for name in ("accuracy", "pareto", "layer_rates", "timecourse")
 ]
 NIR = f"{RESULTS}/snn_recommended.nir"
+NIR_CHIP = f"{RESULTS}/snn_recommended_chip.nir"
 GPU = 1 if PARAMS["device"] == "cuda" else 0
 RAW = PARAMS["dataset"]["root"]
 

@@ -30,10 +30,12 @@ rule export:
         code=sources("export"),
         spikescale=ancient(SPIKESCALE),
     output:
-        NIR,
+        nir=NIR,
+        chip=NIR_CHIP,
     log:
         f"logs/{DS}/export.log",
     conda:
         "../envs/spikescale.yaml"
     shell:
-        "{input.spikescale} export --snn {input.snn} --recommendation {input.recommendation} --out {output} > {log:q} 2>&1"
+        "{input.spikescale} export --snn {input.snn} --recommendation {input.recommendation} --out {output.nir}"
+        " --chip-out {output.chip} > {log:q} 2>&1"
