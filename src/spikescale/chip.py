@@ -643,6 +643,54 @@ def core_fan_out(snn: nn.Sequential, input_shape: tuple[int, ...]) -> list[np.nd
     return fan_outs
 
 
+def events_times_fan(counts: np.ndarray, fan: np.ndarray) -> np.ndarray:
+    """(batch, steps) synaptic operations that ``counts`` (batch, steps, *neurons): events or
+    spikes per neuron and step, cause with ``fan`` (*neurons) operations each. Summed over
+    the non-zero cells only: exact, and no dense float64 copy of the counts."""
+    batch, steps = counts.shape[:2]
+    flat = counts.reshape(batch * steps, -1)
+    rows, cols = np.nonzero(flat)
+    ops = flat[rows, cols].astype(np.float64) * np.asarray(fan, np.float64).ravel()[cols]
+    return np.bincount(rows, weights=ops, minlength=batch * steps).reshape(batch, steps)
+
+
+def synops_per_step(
+    snn: nn.Sequential,
+    raster: torch.Tensor,
+    fan: list[np.ndarray],
+    backend: str = "sinabs",
+    max_cells: int = 2**24,
+) -> np.ndarray:
+    """(batch, steps, layers) synaptic operations into each weighted layer at each time step
+    of ``raster`` (batch, steps, *input): the input events of a step times ``fan[0]``, and
+    the spikes of spiking layer i-1 in that step times ``fan[i]``.
+
+    :class:`spikescale.simulate.SimulationResult` holds each layer's spikes summed over
+    time, and only the last layer's over time (``output_over_time``, cumulative at the
+    checkpoints). So each inner spiking layer is made the last one: the network up to it
+    (a prefix; neurons are causal, so its spikes are the whole network's) is simulated
+    again with a checkpoint at every step, on ``backend``, and its cumulative counts are
+    differenced. ``max_cells`` bounds the samples simulated at once (samples x steps x
+    neurons). Costs one more simulation of each prefix."""
+    from spikescale.simulate import simulate  # the stage's simulators, by their public API
+
+    batch, steps = int(raster.shape[0]), int(raster.shape[1])
+    grid = raster.detach().cpu().numpy()
+    out = np.zeros((batch, steps, len(fan)), np.float64)
+    out[:, :, 0] = events_times_fan(grid, fan[0])
+    spiking = [i for i, m in enumerate(snn) if isinstance(m, sl.StatefulLayer)]
+    every_step = np.arange(steps)
+    for layer in range(1, len(fan)):
+        prefix = nn.Sequential(*list(snn)[: spiking[layer - 1] + 1])
+        chunk = max(1, max_cells // (steps * int(fan[layer].size)))
+        for b0 in range(0, batch, chunk):
+            result = simulate(prefix, raster[b0 : b0 + chunk], every_step, backend=backend)
+            cumulative = result.output_over_time
+            spikes = np.diff(cumulative, axis=1, prepend=np.zeros_like(cumulative[:, :1]))
+            out[b0 : b0 + chunk, :, layer] = events_times_fan(spikes, fan[layer])
+    return out
+
+
 @dataclass(frozen=True)
 class SynopsRates:
     """Synaptic operations per second each core carries (one entry per weighted layer,

@@ -415,6 +415,12 @@ def format_summary(results_dir: str | Path) -> str:
         )
         if r.get("variant") not in (None, "float"):
             fit = "fits" if r["chip_fits"] and r["within_synops_limit"] else "DOES NOT FIT"
+            if r.get("peak_synops_layer"):
+                fit += (
+                    f"; peak {r['peak_synops_per_second']:.2g} synops/s = "
+                    f"{r['peak_synops_per_second'] / r['synops_limit_per_second_per_core']:.2g}"
+                    f" of the limit, {r['peak_synops_layer']}"
+                )
             mark = f"  [{r['variant']}: {fit}]" + mark
             if r["chip_problems"]:
                 mark += f"  ({r['chip_problems']})"

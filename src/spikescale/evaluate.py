@@ -120,7 +120,7 @@ class Totals:
     synops: list[np.ndarray] = field(default_factory=list)  # (B, layers) into each layer
     input_events: list[np.ndarray] = field(default_factory=list)
     over_time: list[np.ndarray] = field(default_factory=list)  # (B, points, classes)
-    input_synops_per_bin: list[np.ndarray] = field(default_factory=list)  # (B, steps)
+    synops_per_bin: list[np.ndarray] = field(default_factory=list)  # (B, steps, layers)
     corr_sums: np.ndarray | None = None  # per layer: n, sx, sy, sxx, syy, sxy
     dropped: int = 0
 
@@ -203,10 +203,9 @@ def _evaluate(
     per_bin: bool = False,
 ) -> tuple[dict[str, pa.Table], np.ndarray, np.ndarray | None]:
     """:func:`evaluate_factor`'s tables, the synaptic operations into each layer per
-    sample (samples, layers) and, with ``per_bin``, those into the first layer per time
-    step (samples, steps; None without): the input events of each step times their
-    fan-out. The deeper layers' per step would need per-step spike counts, which the
-    simulators do not report. ``fan``: each layer's fan-out (default: :func:`fan_out`)."""
+    sample (samples, layers) and, with ``per_bin``, per time step (samples, steps, layers;
+    None without; :func:`spikescale.chip.synops_per_step`, one more simulation of each
+    prefix of the network). ``fan``: each layer's fan-out (default: :func:`fan_out`)."""
     meta = read_metadata(events_path)
     total = (
         len(meta["labels"]) if p.max_samples is None else min(p.max_samples, len(meta["labels"]))
@@ -245,7 +244,9 @@ def _evaluate(
         spikes_in = [inputs] + [c.reshape(len(batch), -1) for c in result.layer_counts[:-1]]
         t.synops.append(np.stack([s @ f.ravel() for s, f in zip(spikes_in, fan)], 1))
         if per_bin:
-            t.input_synops_per_bin.append(_synops_per_step(grid, fan[0]))
+            from spikescale.chip import synops_per_step
+
+            t.synops_per_bin.append(synops_per_step(snn, x, fan, p.backend))
         counts = [c.reshape(len(batch), -1) for c in result.layer_counts]
         t.layer_spikes.append(np.stack([c.sum(1) for c in counts], 1))
         t.silent.append(np.stack([(c == 0).mean(1) for c in counts], 1))
@@ -270,19 +271,8 @@ def _evaluate(
         bar.update(len(batch))
     bar.close()
     tables = _tables(t, factor, names, neurons, fan, shapes, segs, points, steps, p)
-    bins = np.concatenate(t.input_synops_per_bin) if per_bin else None
+    bins = np.concatenate(t.synops_per_bin) if per_bin else None
     return tables, np.concatenate(t.synops), bins
-
-
-def _synops_per_step(grid: np.ndarray, fan: np.ndarray) -> np.ndarray:
-    """(batch, steps) synaptic operations that the input events of each step cause:
-    counts times fan-out over the non-zero cells only (exact, and no dense float64 copy
-    of the raster)."""
-    batch, steps = grid.shape[:2]
-    flat = grid.reshape(batch * steps, -1)
-    rows, cols = np.nonzero(flat)
-    ops = flat[rows, cols].astype(np.float64) * fan.ravel()[cols]
-    return np.bincount(rows, weights=ops, minlength=batch * steps).reshape(batch, steps)
 
 
 def _correlation(s: np.ndarray) -> float | None:
@@ -390,12 +380,11 @@ def chip_tables(
     (:func:`spikescale.chip.core_fan_out`), as a core does. Per layer: memory against the
     core it maps to (or the largest core where it maps to none), whether it fits, why
     not, the leak flag, the integer threshold and the mean and peak synops/s against the
-    per-core limit ``hardware.synops_per_second_per_core``. The first layer's peak is its
-    busiest time bin (its input events per bin are known); a deeper layer's is its
-    busiest sample's mean rate, a lower bound of its busiest moment (the simulators report
-    spikes per sample, not per bin); ``peak_synops_from`` says which. Per factor: whether
-    the whole network maps onto the cores, the busiest core, its rates and every problem,
-    each naming its layer.
+    per-core limit ``hardware.synops_per_second_per_core``; the peak is the busiest time
+    bin (``evaluation.time_bin_us``) of any test recording
+    (:func:`spikescale.chip.synops_per_step`; ``peak_synops_from``: ``time_bins``). Per
+    factor: whether the whole network maps onto the cores, the busiest core, its rates and
+    every problem, each naming its layer.
     """
     from spikescale import chip
     from spikescale.model import scale_first_layer
@@ -407,7 +396,7 @@ def chip_tables(
     variant = chip.discretised_variant(snn, factor)
     mapping = chip.chip_mapping(variant.snn, shape)
     fan = chip.core_fan_out(variant.snn, shape)
-    tables, synops, input_bins = _evaluate(
+    tables, synops, synops_per_bin = _evaluate(
         variant.snn,
         scale_first_layer(cnn, factor),
         arch,
@@ -425,7 +414,7 @@ def chip_tables(
     rates = chip.synops_rates(
         synops,
         summary["steps"] * bin_s,
-        input_bins[:, :, None],
+        synops_per_bin,
         bin_s,
         limit_synops_per_second_per_core=hardware.synops_per_second_per_core,
     )
