@@ -6,7 +6,7 @@ chip-discretised one (:func:`spikescale.chip.discretised_variant`), with the sam
 as the evaluate stage. Prints, per factor: accuracy and silent fraction of both, the
 first layer's integer threshold, spikes and chip synaptic operations per sample
 (:func:`spikescale.chip.core_fan_out`), the busiest core's mean and peak SynOps/s
-(:func:`spikescale.chip.synops_rates`; the peak of the first core also from its 1 ms bins),
+(:func:`spikescale.chip.synops_rates`; peaks from the busiest time bin of every core),
 which core that is, whether every core stays within the per-core limit (``--synops-limit``,
 default: hardware.synops_per_second_per_core's placeholder) and whether the network maps
 onto the chip's cores; ``w>thr`` lists the layers whose largest integer weight exceeds the
@@ -46,7 +46,7 @@ def run(snn, input_shape, events, time_bin_us, max_samples, batch_size, backend,
     steps = max(1, math.ceil(meta["duration_us"] / time_bin_us))
     fan = [f.ravel() for f in chip.core_fan_out(snn, input_shape)]
     correct = silent = done = 0
-    spikes, synops, input_peak = [], [], 0.0
+    spikes, synops, bins = [], [], []
     for _, batch in iter_batches(events, batch_size):
         if done >= max_samples:
             break
@@ -63,11 +63,15 @@ def run(snn, input_shape, events, time_bin_us, max_samples, batch_size, backend,
         ins += [c.reshape(len(batch), -1) for c in result.layer_counts[:-1]]
         synops.append(np.stack([s @ f for s, f in zip(ins, fan)], 1))
         spikes.append(sum(c.reshape(len(batch), -1).sum(1) for c in result.layer_counts))
-        per_bin = grid.reshape(len(batch), steps, -1) @ fan[0]  # first core, per time bin
-        input_peak = max(input_peak, float(per_bin.max()))
+        bins.append(chip.synops_per_step(snn, torch.from_numpy(grid), fan, backend))
     synops_all = np.concatenate(synops)
+    per_bin = np.concatenate(bins)
     rates = chip.synops_rates(
-        synops_all, steps * time_bin_us * 1e-6, limit_synops_per_second_per_core=limit
+        synops_all,
+        steps * time_bin_us * 1e-6,
+        per_bin,
+        time_bin_us * 1e-6,
+        limit_synops_per_second_per_core=limit,
     )
     return {
         "accuracy": correct / done,
@@ -75,7 +79,7 @@ def run(snn, input_shape, events, time_bin_us, max_samples, batch_size, backend,
         "spikes": float(np.concatenate(spikes).mean()),
         "synops": float(synops_all.sum(1).mean()),
         "rates": rates,
-        "input_peak_per_s": input_peak / (time_bin_us * 1e-6),
+        "input_peak_per_s": rates.peak_synops_per_second[0],
     }
 
 

@@ -414,7 +414,13 @@ def format_summary(results_dir: str | Path) -> str:
             "  <- recommended" if r["recommended"] else ""
         )
         if r.get("variant") not in (None, "float"):
-            fit = "fits" if r["chip_fits"] and r["within_synops_limit"] else "DOES NOT FIT"
+            fit = (
+                "DOES NOT FIT"  # memory or mapping
+                if not r["chip_fits"]
+                else "fits"
+                if r["within_synops_limit"]
+                else "OVER THE RATE LIMIT"
+            )
             if r.get("peak_synops_layer"):
                 fit += (
                     f"; peak {r['peak_synops_per_second']:.2g} synops/s = "

@@ -451,12 +451,14 @@ def chip_tables(
     for name, values in layers.items():
         tables["layers"] = tables["layers"].append_column(name, pa.array(values))
     limit = rates.limit_synops_per_second_per_core
-    problems = list(mapping.problems) + [
-        f"{name}: peak {peak:.3g} synops/s > limit {limit:.3g} per core "
-        "(hardware.synops_per_second_per_core)"
+    too_busy = [
+        f"{name}: peak {peak:.3g} synops/s > {limit:.3g}"
         for name, peak, o in zip(names, rates.peak_synops_per_second, over)
         if o
     ]
+    if too_busy:  # the parameter named once
+        too_busy[-1] += " (the limit per core, hardware.synops_per_second_per_core)"
+    problems = list(mapping.problems) + too_busy
     row = {
         "chip_fits": mapping.fits,
         "leak_enabled": mapping.leak_enabled,
