@@ -201,7 +201,7 @@ def cmd_export(a) -> None:
     from spikescale.export import run_export
 
     note = run_export(a.snn, a.recommendation, a.out, a.chip_out)
-    print(f"{note}: {a.out} (NIR)")
+    print(note)
 
 
 def cmd_report(a) -> None:

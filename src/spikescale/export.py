@@ -219,7 +219,8 @@ def chip_nir_graph(
 
 def run_export(snn_path, recommendation_path, out, chip_out=None) -> str:
     """Write the SNN, first layer scaled by :func:`export_factor`'s factor, as NIR, and with
-    ``chip_out`` the same factor's chip-discretised network (:func:`chip_nir_graph`).
+    ``chip_out`` the same factor's chip-discretised network (:func:`chip_nir_graph`);
+    return what was written, a line a file.
 
     With ``hardware.target`` set, the recommendation (so the factor) is the chip's: among
     the factors whose discretised network fits the chip within its rate limit. Without
@@ -235,15 +236,16 @@ def run_export(snn_path, recommendation_path, out, chip_out=None) -> str:
     factor, note = export_factor(recommendation)
     _, arch, snn = load_snn(snn_path)
     write_nir(to_nir_graph(scale_first_layer(snn, factor), arch.input_shape), out)
+    note = f"{note}: {out} (NIR)"
     if chip_out is not None:
         target = recommendation.get("variant")
         write_nir(chip_nir_graph(snn, arch.input_shape, factor, target or CHIP_TARGET), chip_out)
         if target is None:
             note += (
-                f"; {chip_out}: its {CHIP_TARGET}-discretised twin, not evaluated as such "
+                f"\n{chip_out}: its {CHIP_TARGET}-discretised twin, not evaluated as such "
                 "(hardware.target: speck evaluates every factor's and recommends among those "
                 "that fit)"
             )
         else:
-            note += f"; {chip_out}: the network discretised for {target}, as evaluated"
+            note += f"\n{chip_out}: the same network discretised for {target}, as evaluated"
     return note
