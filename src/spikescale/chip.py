@@ -643,15 +643,19 @@ def core_fan_out(snn: nn.Sequential, input_shape: tuple[int, ...]) -> list[np.nd
     return fan_outs
 
 
-def events_times_fan(counts: np.ndarray, fan: np.ndarray) -> np.ndarray:
+def events_times_fan(counts: np.ndarray, fan: np.ndarray, block: int = 2**22) -> np.ndarray:
     """(batch, steps) synaptic operations that ``counts`` (batch, steps, *neurons): events or
-    spikes per neuron and step, cause with ``fan`` (*neurons) operations each. Summed over
-    the non-zero cells only: exact, and no dense float64 copy of the counts."""
+    spikes per neuron and step, cause with ``fan`` (*neurons) operations each. In float64,
+    exact for integer counts, a block of about ``block`` cells at a time (no float64 copy
+    of the whole array)."""
     batch, steps = counts.shape[:2]
     flat = counts.reshape(batch * steps, -1)
-    rows, cols = np.nonzero(flat)
-    ops = flat[rows, cols].astype(np.float64) * np.asarray(fan, np.float64).ravel()[cols]
-    return np.bincount(rows, weights=ops, minlength=batch * steps).reshape(batch, steps)
+    weights = np.asarray(fan, np.float64).ravel()
+    rows = max(1, block // max(1, flat.shape[1]))
+    out = np.empty(batch * steps, np.float64)
+    for r0 in range(0, len(flat), rows):
+        out[r0 : r0 + rows] = flat[r0 : r0 + rows].astype(np.float64) @ weights
+    return out.reshape(batch, steps)
 
 
 def synops_per_step(
