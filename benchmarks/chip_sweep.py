@@ -21,6 +21,7 @@ script sweeps any factors on a finished run without rerunning it.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 
 import numpy as np
@@ -63,7 +64,8 @@ def run(snn, input_shape, events, time_bin_us, max_samples, batch_size, backend,
         ins += [c.reshape(len(batch), -1) for c in result.layer_counts[:-1]]
         synops.append(np.stack([s @ f for s, f in zip(ins, fan)], 1))
         spikes.append(sum(c.reshape(len(batch), -1).sum(1) for c in result.layer_counts))
-        bins.append(chip.synops_per_step(snn, torch.from_numpy(grid), fan, backend))
+        run = functools.partial(simulate, backend=backend)
+        bins.append(chip.synops_per_step(snn, torch.from_numpy(grid), fan, run))
     synops_all = np.concatenate(synops)
     per_bin = np.concatenate(bins)
     rates = chip.synops_rates(

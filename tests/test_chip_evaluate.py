@@ -82,8 +82,11 @@ def test_chip_variant_is_the_discretised_network_and_both_backends_agree(tmp_pat
 
 
 def test_peaks_are_the_busiest_time_bins_of_every_core(tmp_path, network):
+    import functools
+
     from spikescale.binning import raster
     from spikescale.events import read_events
+    from spikescale.simulate import simulate
 
     path = _events(tmp_path / "test.parquet")
     tables = _run(network, path, 8.0, "fast")
@@ -96,7 +99,8 @@ def test_peaks_are_the_busiest_time_bins_of_every_core(tmp_path, network):
     fan = chip.core_fan_out(variant, ARCH.input_shape)
     steps = tables["summary"]["steps"][0].as_py()
     grid, _ = raster(read_events(path), 5000, steps)
-    per_bin = chip.synops_per_step(variant, torch.from_numpy(grid), fan, "sinabs", 2**12)
+    sinabs = functools.partial(simulate, backend="sinabs")
+    per_bin = chip.synops_per_step(variant, torch.from_numpy(grid), fan, sinabs, 2**12)
     first = np.einsum("btchw,chw->bt", grid.astype(np.float64), fan[0])
     assert np.array_equal(per_bin[:, :, 0], first)
     for i, r in enumerate(layers):  # the bins add up to the per-sample counts

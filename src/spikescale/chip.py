@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -662,22 +663,21 @@ def synops_per_step(
     snn: nn.Sequential,
     raster: torch.Tensor,
     fan: list[np.ndarray],
-    backend: str = "sinabs",
+    simulate: Callable,
     max_cells: int = 2**24,
 ) -> np.ndarray:
     """(batch, steps, layers) synaptic operations into each weighted layer at each time step
     of ``raster`` (batch, steps, *input): the input events of a step times ``fan[0]``, and
     the spikes of spiking layer i-1 in that step times ``fan[i]``.
 
-    :class:`spikescale.simulate.SimulationResult` holds each layer's spikes summed over
-    time, and only the last layer's over time (``output_over_time``, cumulative at the
-    checkpoints). So each inner spiking layer is made the last one: the network up to it
-    (a prefix; neurons are causal, so its spikes are the whole network's) is simulated
-    again with a checkpoint at every step, on ``backend``, and its cumulative counts are
+    ``simulate(model, raster, checkpoints)`` is the stage's simulator
+    (:func:`spikescale.simulate.simulate` with its backend). Its result holds each layer's
+    spikes summed over time, and only the last layer's over time (``output_over_time``,
+    cumulative at the checkpoints). So each inner spiking layer is made the last one: the
+    network up to it (a prefix; neurons are causal, so its spikes are the whole network's)
+    is simulated again with a checkpoint at every step, and its cumulative counts are
     differenced. ``max_cells`` bounds the samples simulated at once (samples x steps x
     neurons). Costs one more simulation of each prefix."""
-    from spikescale.simulate import simulate  # the stage's simulators, by their public API
-
     batch, steps = int(raster.shape[0]), int(raster.shape[1])
     grid = raster.detach().cpu().numpy()
     out = np.zeros((batch, steps, len(fan)), np.float64)
@@ -688,8 +688,7 @@ def synops_per_step(
         prefix = nn.Sequential(*list(snn)[: spiking[layer - 1] + 1])
         chunk = max(1, max_cells // (steps * int(fan[layer].size)))
         for b0 in range(0, batch, chunk):
-            result = simulate(prefix, raster[b0 : b0 + chunk], every_step, backend=backend)
-            cumulative = result.output_over_time
+            cumulative = simulate(prefix, raster[b0 : b0 + chunk], every_step).output_over_time
             spikes = np.diff(cumulative, axis=1, prepend=np.zeros_like(cumulative[:, :1]))
             out[b0 : b0 + chunk, :, layer] = events_times_fan(spikes, fan[layer])
     return out

@@ -11,6 +11,7 @@ decision read out at points through the recording.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -246,7 +247,8 @@ def _evaluate(
         if per_bin:
             from spikescale.chip import synops_per_step
 
-            t.synops_per_bin.append(synops_per_step(snn, x, fan, p.backend))
+            run = functools.partial(simulate, backend=p.backend)
+            t.synops_per_bin.append(synops_per_step(snn, x, fan, run))
         counts = [c.reshape(len(batch), -1) for c in result.layer_counts]
         t.layer_spikes.append(np.stack([c.sum(1) for c in counts], 1))
         t.silent.append(np.stack([(c == 0).mean(1) for c in counts], 1))
