@@ -172,9 +172,8 @@ def run_events(p: DatasetParams, out_dir: str | Path) -> dict[str, dict]:
             writers.append(writer)
             for chunk in src.chunks():
                 writer.append(chunk)
-            writer.skipped = src.skipped()
             writer.add_metadata(**src.metadata())
-            summaries[split] = writer.finish()
+            summaries[split] = writer.finish(skipped=src.skipped())
             check_summary(summaries[split], p.name, split)
         for writer in writers:
             writer.commit()
