@@ -172,9 +172,9 @@ def normalise(
     return model, table
 
 
-def sample_indices(frames: int, samples: int, seed: int = 0) -> np.ndarray:
+def sample_indices(frames: int, samples: int, seed: int) -> np.ndarray:
     """Which of ``frames`` training frames normalise: ``samples`` drawn without replacement
-    (a fixed seed, so the same frames every run), in file order."""
+    by a generator seeded with ``seed`` (the same frames every run), in file order."""
     return np.sort(np.random.default_rng(seed).permutation(frames)[:samples])
 
 
@@ -208,7 +208,7 @@ def run_normalise(
         frames = training_images(params.dataset)["train"][0]
     else:
         frames = load_arrays(frames_path)["frames"]
-    pick = sample_indices(len(frames), p.samples)
+    pick = sample_indices(len(frames), p.samples, p.seed)
     model, table = normalise(
         cnn, frame_batches(frames, pick, p.batch_size), p.percentile, p.ignore_zeros
     )

@@ -159,6 +159,7 @@ class NormalisationParams(Section):
         False, description="percentile over non-zero activations (SNN Toolbox) or all (sinabs)"
     )
     samples: int = Field(500, ge=1, description="training frames used for normalisation")
+    seed: int = Field(0, description="seed of the draw of those frames from the training set")
     batch_size: int = Field(256, ge=1)
 
 
