@@ -353,6 +353,29 @@ def validate(raw: dict, source: str = "params") -> Params:
         raise _explain(err, source) from None
 
 
+# YAML's spellings of null (the core schema's), as `--config` may bring them
+_YAML_NULLS = frozenset({"null", "Null", "NULL", "~"})
+
+
+def _nulls_restored(value):
+    if isinstance(value, dict):
+        return {k: _nulls_restored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nulls_restored(v) for v in value]
+    return None if isinstance(value, str) and value in _YAML_NULLS else value
+
+
+def from_snakemake_config(config: dict) -> Params:
+    """The Snakemake config (params.yaml with ``--config`` overrides applied), validated.
+
+    Snakemake reads ``--config section={key: value}`` with YAML's BaseLoader, so the nested
+    values arrive as strings: the typed model turns ``"8"`` and ``"true"`` back into a number
+    and a boolean, but ``null`` would stay the string ``"null"``; it is None again here
+    (no parameter takes the word "null" as a value).
+    """
+    return validate(_nulls_restored(config), "the Snakemake config (params.yaml and --config)")
+
+
 def load(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():

@@ -12,12 +12,12 @@ from spikescale.params import (
     ParamsError,
     canonical,
     factor_label,
-    validate as validate_params,
+    from_snakemake_config,
 )
 from spikescale.sources import stage_sources
 
 try:
-    VALIDATED = validate_params(config, "the Snakemake config (params.yaml and --config)")
+    VALIDATED = from_snakemake_config(config)
 except ParamsError as err:
     raise WorkflowError(str(err)) from None
 PARAMS = canonical(VALIDATED)
@@ -42,7 +42,8 @@ if PARAMS["model"]["factory"] is not None:
     if PARAMS["model"]["checkpoint"] is not None:
         NETWORK_SOURCES.append(PARAMS["model"]["checkpoint"])
 
-# from here on the config holds the validated values (`--config` gives strings for numbers)
+# from here on the config holds the validated values (`--config` gives strings for numbers
+# and for null)
 config.clear()
 config.update(PARAMS)
 
