@@ -293,13 +293,18 @@ def test_bad_recordings_name_the_file(tmp_path, name, rel, content, match):
 
 
 @pytest.mark.integration
-def test_check_refuses_a_missing_benchmark_set(tmp_path):
+def test_check_and_snakemake_refuse_a_missing_benchmark_set(tmp_path):
     project = make_project(tmp_path, {"dataset": {"name": "cifar10dvs"}})
     proc = run([str(BIN / "spikescale"), "check"], project, check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("spikescale check: error: CIFAR10-DVS not found under root")
+    proc = snakemake(project, "-n", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "CIFAR10-DVS not found under root data/raw" in text
+    assert "data/raw/CIFAR10DVS (missing)" in text and not (project / "logs").exists()
     WHOLE_WRITERS["cifar10dvs"](project / "data/raw")
     assert run([str(BIN / "spikescale"), "check"], project).stdout.startswith("params.yaml: valid")
+    assert "rule events:" in snakemake(project, "-n").stdout
 
 
 @pytest.mark.integration
