@@ -52,7 +52,16 @@ class DigitsParams(Section):
 
 
 class DatasetParams(Section):
-    name: Literal["digits", "nmnist", "dvsgesture", "pokerdvs", "folder"] = Field(
+    name: Literal[
+        "digits",
+        "nmnist",
+        "dvsgesture",
+        "pokerdvs",
+        "ncaltech101",
+        "cifar10dvs",
+        "asldvs",
+        "folder",
+    ] = Field(
         "digits",
         description="built-in 'digits', a tonic dataset, or 'folder': your own recordings",
     )
@@ -77,7 +86,11 @@ class DatasetParams(Section):
         " (and the sizes the files state)",
     )
     test_fraction: float = Field(
-        0.2, gt=0, lt=1, description="folder without test/: the seeded, stratified test share"
+        0.2,
+        gt=0,
+        lt=1,
+        description="the seeded, stratified test share where a dataset has no test split"
+        " (a folder without test/, ncaltech101, cifar10dvs, asldvs)",
     )
     time_unit: Literal["s", "ms", "us", "ns"] = Field(
         "us", description="folder: unit of .npy/.npz timestamps (the other formats state theirs)"
