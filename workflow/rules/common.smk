@@ -7,6 +7,7 @@ import os
 from snakemake.exceptions import WorkflowError
 
 from spikescale.dataset import require_dataset
+from spikescale.errors import InputError
 from spikescale.params import (
     DatasetParams,
     ParamsError,
@@ -62,13 +63,13 @@ NIR = f"{RESULTS}/snn_recommended.nir"
 GPU = 1 if PARAMS["device"] == "cuda" else 0
 RAW = PARAMS["dataset"]["root"]
 
-# A missing dataset stops the run here, before any job, with the message the `events` stage
-# would give (where it looked, the layout, how to download). Event files already made (or
-# pulled with DVC) need no raw data.
+# A missing or malformed dataset stops the run here, before any job, with the message the
+# `events` stage would give (where it looked, the layout, how to download, which class
+# folder is wrong). Event files already made (or pulled with DVC) need no raw data.
 if not all(os.path.exists(f"{EVENTS}/{split}.parquet") for split in ("train", "test")):
     try:
         require_dataset(DatasetParams(**PARAMS["dataset"]))
-    except FileNotFoundError as err:
+    except InputError as err:
         raise WorkflowError(str(err)) from None
 
 # The command all jobs run, an input of each (`{input.spikescale}`, ancient: it picks the
