@@ -8,6 +8,14 @@
   user<NN>_<lighting>/<label>.npy``, an (N, 4) array with columns x, y, p, t and t in ms.
 * POKER-DVS (tonic's version): ``<root>/POKERDVS/pips_{train,test}/<cl|he|di|sp>/*.npy``,
   an (N, 4) array with columns t, x, y, p and t in microseconds.
+* N-Caltech101: ``<root>/NCALTECH101/Caltech101/<category>/image_<nnnn>.bin``, N-MNIST's
+  40-bit events; every recording of its own size, somewhere on the sensor.
+* CIFAR10-DVS (tonic's AEDAT 4 version): ``<root>/CIFAR10DVS/<class>/*.aedat4``, written
+  by ``recording_formats.write_aedat4`` on an absolute clock (microseconds since 1970).
+* ASL-DVS: ``<root>/ASLDVS/<letter>/<letter>_<nnnn>.mat``, MATLAB column vectors ts, x, y
+  (counted from the bottom row), pol.
+
+The last three have no test split: their writers return the whole dataset.
 
 Every writer returns ``[(label, path, expected_events)]`` in the order ``load_tonic`` must
 give (label, then path), with the events as ``load_tonic`` must return them.
@@ -24,7 +32,14 @@ import numpy as np
 
 from spikescale.events import EVENT_DTYPE
 
-SENSORS = {"nmnist": (34, 34, 2), "dvsgesture": (128, 128, 2), "pokerdvs": (35, 35, 2)}
+SENSORS = {
+    "nmnist": (34, 34, 2),
+    "dvsgesture": (128, 128, 2),
+    "pokerdvs": (35, 35, 2),
+    "ncaltech101": (240, 180, 2),
+    "cifar10dvs": (128, 128, 2),
+    "asldvs": (240, 180, 2),
+}
 NMNIST_SPLITS = {"train": "Train", "test": "Test"}
 DVSGESTURE_SPLITS = {"train": "ibmGestureTrain", "test": "ibmGestureTest"}
 POKERDVS_SPLITS = {"train": "pips_train", "test": "pips_test"}
@@ -156,11 +171,63 @@ def write_pokerdvs(
 
 
 # ----------------------------------------------------------------------------- benchmark sets
+# (no test split: each writer returns the whole dataset, sorted by label then path)
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
 
 
 def write_ncaltech101_bin(path: Path, events: np.ndarray) -> Path:
     """N-Caltech101 uses N-MNIST's 40-bit format; recordings differ in size."""
     return write_nmnist_bin(path, events)
+
+
+def write_ncaltech101(root: Path, per_class=None, seed: int = 0, n_events: int = 60):
+    """``per_class`` maps category folder -> number of recordings. Each recording covers its
+    own w x h box (up to 240 x 180) at an offset on the 8-bit address space (y below 240,
+    which the format reserves for time-overflow events), as the real recordings do; the
+    expected events are moved to x, y >= 0 (tonic's decoding)."""
+    from spikescale.tonic_datasets import NCALTECH101_CLASSES
+
+    per_class = per_class or {"airplanes": 4, "Faces_easy": 3, "yin_yang": 2}
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, count in per_class.items():
+        for i in range(count):
+            path = Path(root) / "NCALTECH101" / "Caltech101" / name / f"image_{i * 3 + 1:04d}.bin"
+            width, height = int(rng.integers(100, 241)), int(rng.integers(80, 181))
+            box = (width, height, 2)
+            ev = random_events(rng, n_events, box, t0=int(rng.integers(0, 3000)), duration=90_000)
+            ev["x"][0], ev["y"][1] = width - 1, height - 1  # the box's far corner is reached
+            raw = ev.copy()
+            raw["x"] += int(rng.integers(0, 256 - width))
+            raw["y"] += int(rng.integers(0, 241 - height))  # y = 240 marks a time overflow
+            write_ncaltech101_bin(path, raw)
+            expected = raw.copy()
+            expected["x"] -= raw["x"].min()
+            expected["y"] -= raw["y"].min()
+            out.append((NCALTECH101_CLASSES.index(name), path, expected))
+    return sorted(out, key=lambda r: (r[0], r[1].name))
+
+
+def write_cifar10dvs(root: Path, per_class=None, seed: int = 0, n_events: int = 60):
+    """``per_class`` maps class name -> number of recordings (AEDAT 4, absolute clock)."""
+    from recording_formats import write_aedat4
+
+    per_class = per_class or {"airplane": 4, "cat": 3, "truck": 2}
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, count in per_class.items():
+        for i in range(count):
+            path = Path(root) / "CIFAR10DVS" / name / f"cifar10_{name}_{i * 7}.aedat4"
+            t0 = 1_600_000_000_000_000 + int(rng.integers(0, 10**9))
+            ev = random_events(rng, n_events, SENSORS["cifar10dvs"], t0=t0, duration=90_000)
+            write_aedat4(path, ev, 128, 128)
+            expected = ev.copy()
+            expected["t"] -= t0
+            out.append((CIFAR10_CLASSES.index(name), path, expected))
+    return sorted(out, key=lambda r: (r[0], r[1].relative_to(r[1].parents[1]).as_posix()))
 
 
 def write_asldvs_mat(path: Path, events: np.ndarray, height: int = 180) -> Path:
@@ -181,10 +248,33 @@ def write_asldvs_mat(path: Path, events: np.ndarray, height: int = 180) -> Path:
     return path
 
 
+def write_asldvs(root: Path, per_class=None, seed: int = 0, n_events: int = 60):
+    """``per_class`` maps letter -> number of recordings."""
+    per_class = per_class or {"a": 4, "k": 3, "y": 2}
+    rng = np.random.default_rng(seed)
+    out = []
+    for letter, count in per_class.items():
+        for i in range(count):
+            path = Path(root) / "ASLDVS" / letter / f"{letter}_{i * 5 + 1:04d}.mat"
+            t0 = int(rng.integers(10**6, 10**8))
+            ev = random_events(rng, n_events, SENSORS["asldvs"], t0=t0, duration=90_000)
+            write_asldvs_mat(path, ev)
+            expected = ev.copy()
+            expected["t"] -= t0
+            out.append((ord(letter) - ord("a"), path, expected))
+    return sorted(out, key=lambda r: (r[0], r[1].name))
+
+
 # ----------------------------------------------------------------------------- archives
 
 
 WRITERS = {"nmnist": write_nmnist, "dvsgesture": write_dvsgesture, "pokerdvs": write_pokerdvs}
+# the datasets without a test split: root -> the whole dataset
+WHOLE_WRITERS = {
+    "ncaltech101": write_ncaltech101,
+    "cifar10dvs": write_cifar10dvs,
+    "asldvs": write_asldvs,
+}
 
 
 def archive_folder(folder: Path, archive: Path, arc_prefix: str | None = None) -> Path:

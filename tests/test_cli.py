@@ -300,12 +300,14 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path):
     assert "Traceback" in proc.stderr and "cannot reshape array" in proc.stderr
 
 
-def test_normalisation_draws_the_same_frames_as_before():
+def test_normalisation_draws_the_same_frames_as_before_and_its_seed_changes_them():
     from spikescale.normalise import sample_indices
 
     before = np.sort(np.random.default_rng(0).permutation(1000)[:50])  # cli.py as of 723e33d
-    assert np.array_equal(sample_indices(1000, 50), before)
-    assert np.array_equal(sample_indices(10, 50), np.arange(10))
+    assert np.array_equal(sample_indices(1000, 50, seed=0), before)  # normalisation.seed: 0
+    assert np.array_equal(sample_indices(10, 50, seed=0), np.arange(10))
+    other = sample_indices(1000, 50, seed=1)
+    assert not np.array_equal(other, before) and np.array_equal(other, np.sort(other))
 
 
 # --------------------------------------------------------------------------- provenance

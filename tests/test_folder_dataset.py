@@ -66,5 +66,6 @@ def test_a_bad_folder_is_refused_before_any_job(tmp_path):
     assert check.returncode == 2 and "notes.txt" in check.stderr, check.stderr
     proc = snakemake(project, "-n", check=False)
     assert proc.returncode != 0 and "notes.txt" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr  # the message, not a stack
     assert not (project / "data/folder").exists()
     assert not (project / "logs").exists()

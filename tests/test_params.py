@@ -66,3 +66,22 @@ def test_params_hash_is_stable_and_sensitive():
     a = P.validate({})
     assert P.params_hash(a) == P.params_hash(P.validate({}))
     assert P.params_hash(a) != P.params_hash(P.validate({"training": {"epochs": 3}}))
+
+
+def test_snakemake_config_overrides_reach_the_model_null_included():
+    """`--config` values as Snakemake itself parses them (nested ones as YAML BaseLoader
+    strings): numbers, booleans and null come out typed."""
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((ROOT / "params.yaml").read_text())
+    overrides = parse_config(
+        ["conversion={min_v_mem: null, bias_rescaling: 4}", "frames={n_time_bins: 1}"]
+    )
+    assert overrides["conversion"]["min_v_mem"] == "null"  # what Snakemake hands over
+    update_config(config, overrides)
+    p = P.from_snakemake_config(config)
+    assert p.conversion.min_v_mem is None and p.conversion.bias_rescaling == 4.0
+    assert p.frames.n_time_bins == 1
+    with pytest.raises(P.ParamsError, match="evaluation.time_bin_us"):
+        P.from_snakemake_config({**config, "evaluation": {"time_bin_us": "null"}})

@@ -552,7 +552,7 @@ def test_splits_feed_the_event_store_byte_for_byte_reproducibly(tmp_path):
             with EventStoreWriter(path, split.sensor_size, split.classes) as writer:
                 for chunk in chunked(split, split.sensor_size, split.classes, max_samples=2):
                     writer.append(chunk)
-                writer.skipped = split.skipped
+                writer.finish(skipped=split.skipped)
         digests.append([(out / f"{n}.parquet").read_bytes() for n in ("train", "test")])
     assert digests[0] == digests[1]
     train = read_events(tmp_path / "out0" / "train.parquet")

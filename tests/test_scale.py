@@ -65,12 +65,12 @@ def test_streamed_file_equals_whole_file_byte_for_byte(tmp_path, sizes):
     es = synthetic(120)
     whole, streamed = tmp_path / "whole.parquet", tmp_path / "streamed.parquet"
     with EventStoreWriter(whole, SENSOR, CLASSES, row_group_events=2000, split="train") as w:
-        w.skipped = {"corrupt": 1}
         w.append(es)
+        w.finish(skipped={"corrupt": 1})
     with EventStoreWriter(streamed, SENSOR, CLASSES, row_group_events=2000, split="train") as w:
         for batch in chunks(es, sizes):
             w.append(batch)
-        w.skipped = {"corrupt": 1}
+        w.finish(skipped={"corrupt": 1})
     assert whole.read_bytes() == streamed.read_bytes()
     meta = read_metadata(streamed)
     assert meta["fingerprint"] == es.fingerprint()

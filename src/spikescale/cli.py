@@ -21,7 +21,7 @@ from spikescale import params as P
 from spikescale.errors import InputError
 from spikescale.errors import check_device as _check_device
 from spikescale.errors import require as _need
-from spikescale.io import atomic_path, write_json
+from spikescale.io import atomic_path
 
 
 def _params(value: str) -> P.Params:
@@ -56,35 +56,14 @@ def cmd_frames(a) -> None:
 
 
 def cmd_train(a) -> None:
-    from spikescale.events import read_metadata
-    from spikescale.frames import load_arrays
-    from spikescale.model import save_cnn
-    from spikescale.train import train_cnn
+    from spikescale.train import run_train
 
     p = _params(a.params)
     _check_device(p.device)
     _threads(a.threads)
-    on_images = p.training.input == "images"
-    if on_images:
-        from spikescale.images import as_training_set, training_images
-
-        images = training_images(p.dataset)
-        train, test = (as_training_set(*images[s]) for s in ("train", "test"))
-    else:
-        train, test = (load_arrays(Path(a.frames_dir) / f"{s}.npz") for s in ("train", "test"))
-    classes = len(read_metadata(a.events)["classes"])
-    model, arch, report = train_cnn(
-        train, test, p.training, classes, p.device, progress=not a.quiet, network=p.model
-    )
-    if on_images:
-        from spikescale.train import image_accuracy_report
-
-        report = image_accuracy_report(report)
-        report["polarities"] = p.training.polarities
-    save_cnn(model, arch, a.out)
-    write_json(report, a.report)
+    report = run_train(p, a.frames_dir, a.events, a.out, a.report, progress=not a.quiet)
     how = "imported from " + report["checkpoint"] if report["imported"] else "trained"
-    if on_images:
+    if "cnn_test_image_accuracy" in report:
         print(f"CNN ({how}) accuracy on the test images: {report['cnn_test_image_accuracy']:.4f}")
     else:
         accuracy = report["cnn_test_accuracy"]
@@ -92,60 +71,19 @@ def cmd_train(a) -> None:
 
 
 def cmd_normalise(a) -> None:
-    from spikescale.frames import load_arrays
-    from spikescale.model import load_cnn, save_cnn
-    from spikescale.network import layer_spec, prepare_for_conversion
-    from spikescale.normalise import frame_batches, normalise, sample_indices
+    from spikescale.normalise import run_normalise
 
-    params = _params(a.params)
-    p = params.normalisation
+    p = _params(a.params)
     _threads(a.threads)
-    cnn, arch, _ = load_cnn(a.cnn)
-    cnn = prepare_for_conversion(cnn, params.conversion.max_pool)
-    if params.training.input == "images":  # normalise on what the CNN was trained on
-        from spikescale.images import training_images
-
-        frames = training_images(params.dataset)["train"][0]
-    else:
-        frames = load_arrays(a.frames)["frames"]
-    pick = sample_indices(len(frames), p.samples)
-    model, table = normalise(
-        cnn, frame_batches(frames, pick, p.batch_size), p.percentile, p.ignore_zeros
-    )
-    save_cnn(model, arch, a.out, layers=layer_spec(model))
-    write_json(
-        {
-            "percentile": p.percentile,
-            "ignore_zeros": p.ignore_zeros,
-            "samples": len(pick),
-            "layers": table,
-        },
-        a.table,
-    )
-    for row in table:
+    for row in run_normalise(p, a.cnn, a.frames, a.out, a.table):
         flag = "  (left unscaled: no positive activation)" if row["degenerate"] else ""
         print(f"{row['layer']:>4} {row['kind']:<7} scale {row['scale']:.4g}{flag}")
 
 
 def cmd_convert(a) -> None:
-    from spikescale.convert import bias_ratio, convert
-    from spikescale.frames import load_arrays
-    from spikescale.model import load_cnn, save_cnn
-    from spikescale.network import layer_spec
+    from spikescale.convert import run_convert
 
-    params = _params(a.params)
-    p = params.conversion
-    _need(a.frames)
-    cnn, arch, _ = load_cnn(a.cnn)
-    ratio = bias_ratio(
-        p.bias_rescaling,
-        load_arrays(a.frames).get("frame_duration_us"),
-        params.evaluation.time_bin_us,
-    )
-    _, rows = convert(cnn, arch, p, ratio)
-    conversion = p.model_dump(mode="json")
-    save_cnn(cnn, arch, a.out, layers=layer_spec(cnn), conversion=conversion, bias_rescaling=ratio)
-    write_json({"conversion": conversion, "bias_rescaling": ratio, "modules": rows}, a.summary)
+    rows, ratio = run_convert(_params(a.params), a.cnn, a.frames, a.out, a.summary)
     print(
         f"SNN with {sum('spike_fn' in r for r in rows)} spiking layers, biases divided by "
         f"{ratio:g}, written to {a.out}"

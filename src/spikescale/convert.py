@@ -7,11 +7,15 @@ the number of its time steps per training frame (sinabs's ``bias_rescaling``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from torch import nn
 
-from spikescale.model import NetworkSource, to_snn
-from spikescale.params import ConversionParams
+from spikescale.errors import require
+from spikescale.io import write_json
+from spikescale.model import NetworkSource, load_cnn, save_cnn, to_snn
+from spikescale.params import ConversionParams, Params
 from spikescale.simulate import spiking_layers
 
 
@@ -54,3 +58,24 @@ def convert(
             )
         rows.append(row)
     return snn, rows
+
+
+def run_convert(
+    params: Params, cnn_path: str | Path, frames_path: str | Path, out: str | Path, summary_out
+) -> tuple[list[dict], float]:
+    """The stage: convert the normalised CNN, with biases divided as ``bias_rescaling``
+    says (``auto`` reads the training frames' durations); write the SNN and its layer
+    summary; return the module rows and the bias ratio."""
+    from spikescale.frames import load_arrays
+    from spikescale.network import layer_spec
+
+    p = params.conversion
+    require(frames_path)
+    cnn, arch, _ = load_cnn(cnn_path)
+    durations = load_arrays(frames_path).get("frame_duration_us")
+    ratio = bias_ratio(p.bias_rescaling, durations, params.evaluation.time_bin_us)
+    _, rows = convert(cnn, arch, p, ratio)
+    conversion = p.model_dump(mode="json")
+    save_cnn(cnn, arch, out, layers=layer_spec(cnn), conversion=conversion, bias_rescaling=ratio)
+    write_json({"conversion": conversion, "bias_rescaling": ratio, "modules": rows}, summary_out)
+    return rows, ratio

@@ -50,7 +50,7 @@ def require_dataset(p: DatasetParams) -> None:
         return
     from spikescale.tonic_datasets import require_present
 
-    require_present(p.name, p.root, download=p.download)
+    require_present(p.name, p.root, download=p.download, test_fraction=p.test_fraction, seed=p.seed)
 
 
 def open_splits(p: DatasetParams) -> dict[str, SplitSource]:
@@ -78,10 +78,12 @@ def open_splits(p: DatasetParams) -> dict[str, SplitSource]:
             download=p.download,
             on_bad_sample=p.on_bad_sample,
             max_samples_per_class=p.max_samples_per_class,
+            test_fraction=p.test_fraction,
+            seed=p.seed,
         )
         for split in ("train", "test")
     }
-    return {split: _streamed(ts) for split, ts in located.items()}
+    return {split: _streamed(ts, ts.metadata) for split, ts in located.items()}
 
 
 def _streamed(split, metadata: Callable[[], dict] = dict) -> SplitSource:
@@ -172,9 +174,8 @@ def run_events(p: DatasetParams, out_dir: str | Path) -> dict[str, dict]:
             writers.append(writer)
             for chunk in src.chunks():
                 writer.append(chunk)
-            writer.skipped = src.skipped()
             writer.add_metadata(**src.metadata())
-            summaries[split] = writer.finish()
+            summaries[split] = writer.finish(skipped=src.skipped())
             check_summary(summaries[split], p.name, split)
         for writer in writers:
             writer.commit()

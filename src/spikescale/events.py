@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spikescale.errors import InputError
-from spikescale.io import atomic_path
+from spikescale.io import AtomicFile
 
 EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "<i1")])
 METADATA_KEY = b"spikescale"
@@ -253,7 +253,7 @@ class EventStoreWriter:
         with EventStoreWriter(path, sensor_size, classes, dataset="nmnist") as w:
             for batch in batches:          # EventSets, consecutive samples in order
                 w.append(batch)
-            w.skipped = {"corrupt": 2}      # optional, before the end
+            w.finish(skipped={"corrupt": 2})  # optional: samples left out, by reason
 
     On leaving the block without an exception the file is finished and moved to ``path``
     (:meth:`commit`); after an exception nothing is left at ``path`` (:meth:`abort`).
@@ -276,7 +276,6 @@ class EventStoreWriter:
         self.path = Path(path)
         self.sensor_size = tuple(int(s) for s in sensor_size)
         self.classes = tuple(classes)
-        self.skipped: dict[str, int] = {}
         self._extra = extra_metadata
         self._limit = int(row_group_events)
         self._fingerprint = Fingerprint(self.sensor_size, self.classes)
@@ -287,11 +286,10 @@ class EventStoreWriter:
         self._pending_events = np.zeros(0, EVENT_DTYPE)  # samples waiting for their row group
         self._pending_counts = np.zeros(0, np.int64)
         self._summary: dict | None = None
-        self._atomic = atomic_path(self.path)
-        self._tmp = self._atomic.__enter__()
+        self._file = AtomicFile(self.path)
         self._state = "open"
         try:
-            self._writer = pq.ParquetWriter(self._tmp, SCHEMA, **_PARQUET_OPTIONS)
+            self._writer = pq.ParquetWriter(self._file.tmp, SCHEMA, **_PARQUET_OPTIONS)
         except BaseException:
             self.abort()
             raise
@@ -368,10 +366,11 @@ class EventStoreWriter:
         )
         self._writer.write_table(table, row_group_size=len(table))
 
-    def finish(self) -> dict:
+    def finish(self, skipped: dict[str, int] | None = None) -> dict:
         """Write the last row group and the metadata; return the split's summary.
 
-        The file stays at its temporary path until :meth:`commit`.
+        ``skipped``: samples the reader left out, by reason (known only at the end of a
+        streamed split). The file stays at its temporary path until :meth:`commit`.
         """
         if self._state in ("finished", "committed"):
             return self._summary
@@ -388,7 +387,7 @@ class EventStoreWriter:
                 self.sensor_size,
                 self.classes,
                 self._fingerprint.hexdigest(),
-                self.skipped,
+                dict(skipped or {}),
             )
             meta = dict(summary, labels=labels.tolist(), **self._extra)
             self._writer.add_key_value_metadata(
@@ -405,7 +404,7 @@ class EventStoreWriter:
         """Finish if needed and move the file into place; return the summary."""
         summary = self.finish()
         if self._state == "finished":
-            self._atomic.__exit__(None, None, None)
+            self._file.commit()
             self._state = "committed"
         return summary
 
@@ -420,14 +419,14 @@ class EventStoreWriter:
                 writer.close()
         except Exception:  # noqa: BLE001 - the file is dropped anyway
             pass
-        self._atomic.__exit__(EventStoreError, EventStoreError("aborted"), None)
+        self._file.discard()
 
 
 def write_events(eventset: EventSet, path: str | Path, **extra_metadata) -> None:
     """Write an EventSet atomically as one Parquet file (one row per event)."""
     with EventStoreWriter(path, eventset.sensor_size, eventset.classes, **extra_metadata) as w:
-        w.skipped = dict(eventset.skipped)
         w.append(eventset)
+        w.finish(skipped=eventset.skipped)
 
 
 # ---------------------------------------------------------------------------- reading

@@ -17,29 +17,51 @@ def _umask() -> int:
     return mask
 
 
+class AtomicFile:
+    """A temporary file beside ``path`` that becomes ``path`` only on :meth:`commit`.
+
+    For writers whose life is not one ``with`` block (a file written batch by batch, or
+    several files committed together once all are complete); :func:`atomic_path` is the
+    ``with`` form. A process killed while writing (SIGKILL runs no cleanup) leaves its
+    temporary file; every output has one writer, so earlier leftovers for this path are
+    removed on creation. The committed file gets the permissions an ordinary
+    ``open(path, "w")`` would (0644 under umask 022), not the temporary file's 0600, so that
+    others on a shared project folder can read it.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> None:
+        """Move the temporary file into place, with the umask's permissions."""
+        os.chmod(self.tmp, 0o666 & ~_umask())
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        """Drop the temporary file (nothing to do once committed)."""
+        self.tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only on success.
 
-    A crash or an exception leaves no half-written file at ``path``. The file gets the
-    permissions an ordinary ``open(path, "w")`` would (0644 under umask 022), not the
-    0600 of the temporary file, so that others on a shared project folder can read it.
+    A crash or an exception leaves no half-written file at ``path`` (see :class:`AtomicFile`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a process killed while writing (SIGKILL runs no cleanup) leaves its temporary file;
-    # every output has one writer, so earlier leftovers for this path are safe to remove
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    file = AtomicFile(path)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        yield file.tmp
+        file.commit()
     finally:
-        tmp.unlink(missing_ok=True)
+        file.discard()
 
 
 def write_json(obj, path: str | Path) -> None:

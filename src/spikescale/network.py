@@ -431,12 +431,10 @@ def dataset_shape(dataset, downsample: int = 1) -> tuple[tuple[int, int, int], i
         )
         sensor, classes = dataset.sensor_size, len(found.classes)
     else:
-        import tonic
+        from spikescale.tonic_datasets import dataset_info
 
-        from spikescale.tonic_datasets import _LAYOUTS
-
-        cls = getattr(tonic.datasets, _LAYOUTS[dataset.name].tonic_class)
-        sensor, classes = tuple(cls.sensor_size), len(cls.classes)
+        entry = dataset_info(dataset.name)
+        sensor, classes = entry.sensor_size, len(entry.class_names())
     from spikescale.binning import downsampled_sensor
 
     width, height, polarities = downsampled_sensor(tuple(int(s) for s in sensor), downsample)

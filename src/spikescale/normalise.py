@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from spikescale.model import weighted_layers
+from spikescale.io import write_json
+from spikescale.model import load_cnn, save_cnn, weighted_layers
+from spikescale.params import Params
 
 
 def output_layer_names(model: nn.Sequential) -> list[tuple[str, str]]:
@@ -169,9 +172,9 @@ def normalise(
     return model, table
 
 
-def sample_indices(frames: int, samples: int, seed: int = 0) -> np.ndarray:
+def sample_indices(frames: int, samples: int, seed: int) -> np.ndarray:
     """Which of ``frames`` training frames normalise: ``samples`` drawn without replacement
-    (a fixed seed, so the same frames every run), in file order."""
+    by a generator seeded with ``seed`` (the same frames every run), in file order."""
     return np.sort(np.random.default_rng(seed).permutation(frames)[:samples])
 
 
@@ -185,3 +188,36 @@ def frame_batches(frames: np.ndarray, indices: np.ndarray, batch_size: int) -> B
             )
 
     return passes
+
+
+def run_normalise(
+    params: Params, cnn_path: str | Path, frames_path: str | Path, out: str | Path, table_out
+) -> list[dict]:
+    """The stage: normalise the trained CNN (prepared for conversion) on a fixed sample of
+    what it was trained on (training frames, or images with ``training.input: images``);
+    write the normalised model and the per-layer table; return the table."""
+    from spikescale.frames import load_arrays
+    from spikescale.network import layer_spec, prepare_for_conversion
+
+    p = params.normalisation
+    cnn, arch, _ = load_cnn(cnn_path)
+    cnn = prepare_for_conversion(cnn, params.conversion.max_pool)
+    if params.training.input == "images":
+        from spikescale.images import training_images
+
+        frames = training_images(params.dataset)["train"][0]
+    else:
+        frames = load_arrays(frames_path)["frames"]
+    pick = sample_indices(len(frames), p.samples, p.seed)
+    model, table = normalise(
+        cnn, frame_batches(frames, pick, p.batch_size), p.percentile, p.ignore_zeros
+    )
+    save_cnn(model, arch, out, layers=layer_spec(model))
+    summary = {
+        "percentile": p.percentile,
+        "ignore_zeros": p.ignore_zeros,
+        "samples": len(pick),
+        "layers": table,
+    }
+    write_json(summary, table_out)
+    return table

@@ -52,7 +52,16 @@ class DigitsParams(Section):
 
 
 class DatasetParams(Section):
-    name: Literal["digits", "nmnist", "dvsgesture", "pokerdvs", "folder"] = Field(
+    name: Literal[
+        "digits",
+        "nmnist",
+        "dvsgesture",
+        "pokerdvs",
+        "ncaltech101",
+        "cifar10dvs",
+        "asldvs",
+        "folder",
+    ] = Field(
         "digits",
         description="built-in 'digits', a tonic dataset, or 'folder': your own recordings",
     )
@@ -77,7 +86,11 @@ class DatasetParams(Section):
         " (and the sizes the files state)",
     )
     test_fraction: float = Field(
-        0.2, gt=0, lt=1, description="folder without test/: the seeded, stratified test share"
+        0.2,
+        gt=0,
+        lt=1,
+        description="the seeded, stratified test share where a dataset has no test split"
+        " (a folder without test/, ncaltech101, cifar10dvs, asldvs)",
     )
     time_unit: Literal["s", "ms", "us", "ns"] = Field(
         "us", description="folder: unit of .npy/.npz timestamps (the other formats state theirs)"
@@ -159,6 +172,7 @@ class NormalisationParams(Section):
         False, description="percentile over non-zero activations (SNN Toolbox) or all (sinabs)"
     )
     samples: int = Field(500, ge=1, description="training frames used for normalisation")
+    seed: int = Field(0, description="seed of the draw of those frames from the training set")
     batch_size: int = Field(256, ge=1)
 
 
@@ -358,6 +372,29 @@ def validate(raw: dict, source: str = "params") -> Params:
         return Params.model_validate(raw or {})
     except ValidationError as err:
         raise _explain(err, source) from None
+
+
+# YAML's spellings of null (the core schema's), as `--config` may bring them
+_YAML_NULLS = frozenset({"null", "Null", "NULL", "~"})
+
+
+def _nulls_restored(value):
+    if isinstance(value, dict):
+        return {k: _nulls_restored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nulls_restored(v) for v in value]
+    return None if isinstance(value, str) and value in _YAML_NULLS else value
+
+
+def from_snakemake_config(config: dict) -> Params:
+    """The Snakemake config (params.yaml with ``--config`` overrides applied), validated.
+
+    Snakemake reads ``--config section={key: value}`` with YAML's BaseLoader, so the nested
+    values arrive as strings: the typed model turns ``"8"`` and ``"true"`` back into a number
+    and a boolean, but ``null`` would stay the string ``"null"``; it is None again here
+    (no parameter takes the word "null" as a value).
+    """
+    return validate(_nulls_restored(config), "the Snakemake config (params.yaml and --config)")
 
 
 def load(path: str | Path = "params.yaml") -> Params:

@@ -1,24 +1,36 @@
-"""Tonic's event-camera datasets (N-MNIST, DVS Gesture, POKER-DVS) read into an EventSet.
+"""Tonic's event-camera datasets read into an EventSet, offline, from partial copies.
+
+One :class:`TonicDataset` entry in :data:`DATASETS` says everything about a dataset: where
+its files lie in tonic 1.7's on-disk layout, how they are listed and decoded, its sensor,
+whether it has a test split and how to get it. Adding a dataset is adding one entry.
 
 Offline first. The files a user already has are found in tonic's own on-disk layout (or as
 the archives tonic downloads, which are then extracted beside themselves), enumerated here
-and decoded one by one with tonic's readers (``tonic.io.read_mnist_file`` for N-MNIST's
-``.bin`` files; ``numpy.load`` plus the column order and time unit of tonic's dataset class
+and decoded one by one with tonic's readers (``tonic.io.read_mnist_file`` for the 40-bit
+``.bin`` files, ``tonic.io.read_aedat4`` for AEDAT 4, ``scipy.io.loadmat`` as tonic's
+ASL-DVS does, ``numpy.load`` plus the column order and time unit of tonic's dataset class
 for the ``.npy`` layouts). tonic's dataset classes are not used to read local files because
 tonic 1.7's ``_check_exists`` wants the whole dataset and its archive (e.g. 10,000 N-MNIST
 files) and otherwise starts a download: a partial copy, or a cluster node without
 internet, would be blocked. They are used for what only they do: downloading, when the
-caller asks for it and the split is missing.
+caller asks for it and the data is missing.
+
+Datasets without a test split (N-Caltech101, CIFAR10-DVS, ASL-DVS) are split here: of each
+class, ``test_fraction`` of the recordings (seeded by ``seed``, stratified:
+:func:`spikescale.recordings.stratified_split`, as a folder of recordings without ``test/``)
+form the test split, the rest the train split. Same files, fraction and seed: same split.
 
 Timestamps (``t``, microseconds):
 
-* N-MNIST keeps the file's timestamps. Every recording's clock starts at 0 when the
-  recording starts (the first event comes a little later), and the saccades sit at fixed
-  times (0, 105, 210 ms) that tools such as tonic's ``first_saccade_only`` rely on.
+* N-MNIST and N-Caltech101 keep the file's timestamps. Every recording's clock starts at 0
+  when the recording starts (the first event comes a little later), and the saccades sit at
+  fixed times (0, 105, 210 ms) that tools such as tonic's ``first_saccade_only`` rely on.
 * DVS Gesture and POKER-DVS samples are cut out of longer recordings; their timestamps
-  count from the start of the whole session. Each sample is shifted so that its first event
-  is at ``t = 0``. DVS Gesture's ``.npy`` files hold milliseconds (tonic's preprocessed
-  version); they are converted to microseconds as tonic does.
+  count from the start of the whole session. CIFAR10-DVS (AEDAT 4, whose clock is absolute)
+  and ASL-DVS samples do not say where their clock starts. Each such sample is shifted so
+  that its first event is at ``t = 0`` (the evaluation raster is a grid from 0). DVS
+  Gesture's ``.npy`` files hold milliseconds (tonic's preprocessed version); they are
+  converted to microseconds as tonic does.
 
 Every sample is sorted by ``t`` (stable, so equal timestamps keep the file's order).
 """
@@ -26,6 +38,7 @@ Every sample is sorted by ``t`` (stable, so equal timestamps keep the file's ord
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -34,7 +47,7 @@ import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +57,11 @@ from spikescale.events import EVENT_DTYPE, EventSet, from_samples
 
 log = logging.getLogger(__name__)
 
-TONIC_DATASETS = ("nmnist", "dvsgesture", "pokerdvs")
 SPLITS = ("train", "test")
 SKIP_REASONS = ("corrupt", "empty", "outside_sensor")
 ON_BAD_SAMPLE = ("error", "skip")
+
+Items = list[tuple[int, Path]]  # (label, recording file)
 
 
 class DatasetNotFoundError(MissingInputError):
@@ -73,56 +87,6 @@ class CorruptArchiveError(InputError):
     """A dataset archive cannot be extracted or does not hold the expected folder."""
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Where and how one tonic dataset lies on disk (tonic 1.7's layout)."""
-
-    title: str
-    tonic_class: str  # also the folder under root: tonic saves to <save_to>/<class name>
-    split_dirs: dict[str, str]
-    archives: dict[str, tuple[str, ...]]
-    files: str  # the files inside a split folder, for messages
-    shift_to_zero: bool
-    homepage: str
-
-
-_LAYOUTS: dict[str, _Layout] = {
-    "nmnist": _Layout(
-        title="N-MNIST",
-        tonic_class="NMNIST",
-        split_dirs={"train": "Train", "test": "Test"},
-        # tonic saves the download as train.zip/test.zip; the original site calls them
-        # Train.zip/Test.zip
-        archives={"train": ("train.zip", "Train.zip"), "test": ("test.zip", "Test.zip")},
-        files="<digit 0-9>/*.bin (N-MNIST's 40-bit events)",
-        shift_to_zero=False,
-        homepage="https://www.garrickorchard.com/datasets/n-mnist",
-    ),
-    "dvsgesture": _Layout(
-        title="DVS Gesture",
-        tonic_class="DVSGesture",
-        split_dirs={"train": "ibmGestureTrain", "test": "ibmGestureTest"},
-        archives={"train": ("ibmGestureTrain.tar.gz",), "test": ("ibmGestureTest.tar.gz",)},
-        files="<user>_<lighting>/<label 0-10>.npy"
-        " (tonic's preprocessed version: columns x, y, p, t in ms)",
-        shift_to_zero=True,
-        homepage="https://research.ibm.com/dvsgesture/",
-    ),
-    "pokerdvs": _Layout(
-        title="POKER-DVS",
-        tonic_class="POKERDVS",
-        split_dirs={"train": "pips_train", "test": "pips_test"},
-        archives={"train": ("pips_train.tar.gz",), "test": ("pips_test.tar.gz",)},
-        files=(
-            "<cl|he|di|sp>/*.npy (tonic's version: columns t, x, y, p; the class is the "
-            "folder name's last two letters)"
-        ),
-        shift_to_zero=True,
-        homepage="http://www2.imse-cnm.csic.es/caviar/POKERDVS.html",
-    ),
-}
-
-
 class _Bad(Exception):
     """Internal: a recording that cannot be used, with one of SKIP_REASONS."""
 
@@ -132,18 +96,67 @@ class _Bad(Exception):
         self.detail = detail
 
 
+@dataclass(frozen=True)
+class TonicDataset:
+    """One tonic dataset: its on-disk layout (tonic 1.7's), reader, sensor and source.
+
+    ``folders`` maps each split to its folder under ``<root>/<tonic_class>`` (tonic saves to
+    ``<save_to>/<class name>``); a dataset without a test split has one folder for both
+    (``""``: the class folder itself), split by ``test_fraction``. ``items`` lists a folder's
+    recordings as ``(label, file)`` plus the entries that do not fit the layout; ``decode``
+    reads one file into tonic's structured events, checked against ``sensor_size``.
+    ``archives`` maps a folder to the archive names it may come as (extracted on first use).
+    ``classes`` are tonic's class names (None: the tonic class's ``classes``).
+    ``varying_size``: recordings differ in size and are padded to ``sensor_size`` (the
+    event file then records the largest recording's extent).
+    ``how_to_get`` is the sentence that tells a user where the data comes from.
+    """
+
+    title: str
+    tonic_class: str
+    sensor_size: tuple[int, int, int]
+    folders: dict[str, str]
+    files: str  # the files inside a folder, for messages
+    items: Callable[[Path, tuple[str, ...]], tuple[Items, list[Path]]]
+    decode: Callable[[Path, tuple[int, int, int]], np.ndarray]
+    shift_to_zero: bool
+    homepage: str
+    has_test_split: bool = True
+    archives: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    classes: tuple[str, ...] | None = None
+    varying_size: bool = False
+    how_to_get: Callable[[TonicDataset, str], str] = lambda entry, split: _tonic_url(entry, split)
+
+    def tonic(self):
+        """tonic's dataset class (importing tonic takes seconds: only when needed)."""
+        import tonic.datasets
+
+        return getattr(tonic.datasets, self.tonic_class)
+
+    def class_names(self) -> tuple[str, ...]:
+        return self.classes if self.classes is not None else tuple(self.tonic().classes)
+
+
 # --------------------------------------------------------------------------- public API
+
+
+def dataset_info(name: str) -> TonicDataset:
+    """The registry entry of tonic dataset ``name`` (an InputError for an unknown name)."""
+    if name not in DATASETS:
+        raise InputError(f"unknown tonic dataset {name!r}; expected one of {TONIC_DATASETS}")
+    return DATASETS[name]
 
 
 def tonic_folder(name: str, root: str | Path) -> Path:
     """The folder tonic keeps dataset ``name`` in: ``<root>/<tonic class name>``."""
-    return Path(root).expanduser() / _layout(name).tonic_class
+    return Path(root).expanduser() / dataset_info(name).tonic_class
 
 
 def split_folder(name: str, root: str | Path, split: str) -> Path:
-    """The standard folder of one split, e.g. ``<root>/NMNIST/Train`` (a DVC dependency)."""
+    """The standard folder of one split, e.g. ``<root>/NMNIST/Train`` (both splits of a
+    dataset without a test split: its one folder, e.g. ``<root>/NCALTECH101/Caltech101``)."""
     _check_split(split)
-    return tonic_folder(name, root) / _layout(name).split_dirs[split]
+    return tonic_folder(name, root) / dataset_info(name).folders[split]
 
 
 def load_tonic(
@@ -154,6 +167,8 @@ def load_tonic(
     download: bool = False,
     on_bad_sample: str = "error",
     max_samples_per_class: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
 ) -> EventSet:
     """One split of a tonic dataset as an :class:`EventSet`.
 
@@ -163,8 +178,9 @@ def load_tonic(
     the dataset's own folder); an archive tonic downloads (``<root>/<TonicClass>/train.zip``
     and so on), extracted beside itself first. Any number of files is accepted (partial
     copies work). Only if none is found and ``download`` is true does tonic download the
-    split into ``<root>/<TonicClass>``; otherwise :class:`DatasetNotFoundError` says where
-    it looked and how to get the data.
+    dataset into ``<root>/<TonicClass>``; otherwise :class:`DatasetNotFoundError` says where
+    it looked and how to get the data. A dataset without a test split is split by
+    ``test_fraction`` and ``seed`` (see the module docstring); the others ignore both.
 
     Samples come sorted by label, then by path inside the split folder; labels index
     ``classes``, tonic's class names. A recording that is corrupt, truncated, empty or has
@@ -181,27 +197,40 @@ def load_tonic(
         download=download,
         on_bad_sample=on_bad_sample,
         max_samples_per_class=max_samples_per_class,
+        test_fraction=test_fraction,
+        seed=seed,
     ).load()
 
 
-def require_present(name: str, root: str | Path, download: bool = False) -> None:
+def require_present(
+    name: str,
+    root: str | Path,
+    download: bool = False,
+    *,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> None:
     """Fail unless both splits of tonic dataset ``name`` can be found under ``root``.
 
     The cheap part of :func:`open_tonic`, for checks before any job: folders are listed
     (recordings or archives must be there) but nothing is read, extracted or downloaded.
     A missing split raises :class:`DatasetNotFoundError` with the message the stage gives
     (where it looked, the layout, how to get the data); with ``download`` a missing split
-    is fine, the stage downloads it.
+    is fine, the stage downloads it. A dataset without a test split must have a class with
+    two recordings (else there is nothing to split off).
     """
+    entry = dataset_info(name)
+    _check_fraction(test_fraction)
     if download:
-        _layout(name)
         return
     root = Path(root).expanduser()
-    tonic_cls = _tonic_class(_layout(name))
     for split in SPLITS:
-        found, looked = _locate(name, root, split, tonic_cls, extract=False)
+        found, looked = _locate(entry, root, split, extract=False)
         if found is None:
-            raise DatasetNotFoundError(_not_found_message(name, root, split, looked, download))
+            raise DatasetNotFoundError(_not_found_message(entry, root, split, looked, download))
+        if not entry.has_test_split and found[1]:
+            _split_off(entry, found[0], found[1], split, test_fraction, seed)
+            return  # one folder for both splits: checked once
 
 
 def open_tonic(
@@ -212,6 +241,8 @@ def open_tonic(
     download: bool = False,
     on_bad_sample: str = "error",
     max_samples_per_class: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
 ) -> TonicSplit:
     """One split of a tonic dataset, found (or downloaded) and checked, not yet read.
 
@@ -220,8 +251,9 @@ def open_tonic(
     :class:`TonicSplit` reads the recordings one by one, in :func:`load_tonic`'s order and
     with its handling of bad recordings, so memory is bounded by what the caller keeps.
     """
-    layout = _layout(name)
+    entry = dataset_info(name)
     _check_split(split)
+    _check_fraction(test_fraction)
     if on_bad_sample not in ON_BAD_SAMPLE:
         raise InputError(f"on_bad_sample must be one of {ON_BAD_SAMPLE}, got {on_bad_sample!r}")
     if max_samples_per_class is not None and (
@@ -234,16 +266,21 @@ def open_tonic(
             f"got {max_samples_per_class!r}"
         )
     root = Path(root).expanduser()
-    tonic_cls = _tonic_class(layout)
 
-    found, looked = _locate(name, root, split, tonic_cls)
+    found, looked = _locate(entry, root, split)
     if found is None and download:
-        _download(name, root, split, tonic_cls, looked)
-        found, looked = _locate(name, root, split, tonic_cls)
+        _download(entry, root, split, looked)
+        found, looked = _locate(entry, root, split)
     if found is None:
-        raise DatasetNotFoundError(_not_found_message(name, root, split, looked, download))
+        raise DatasetNotFoundError(_not_found_message(entry, root, split, looked, download))
     split_dir, items = found
-    return TonicSplit(name, split_dir, items, tonic_cls, on_bad_sample, max_samples_per_class)
+    split_off = None
+    if not entry.has_test_split:
+        items = _split_off(entry, split_dir, items, split, test_fraction, seed)
+        split_off = {"test_fraction": float(test_fraction), "seed": int(seed)}
+    return TonicSplit(
+        name, split_dir, items, entry, on_bad_sample, max_samples_per_class, split_off
+    )
 
 
 class TonicSplit:
@@ -253,33 +290,57 @@ class TonicSplit:
     :data:`~spikescale.events.EVENT_DTYPE`, sorted by ``t``). ``skipped`` counts the
     recordings left out by reason, complete once an iteration has ended; an iteration
     that finds no usable recording raises :class:`BadSampleError` at its end.
-    ``sensor_size`` and ``classes`` are tonic's.
+    ``sensor_size`` and ``classes`` are the registry entry's (tonic's where tonic states
+    them). ``extent`` is the smallest ``(width, height)`` that held every usable
+    recording of the last iteration (N-Caltech101's recordings differ in size and are
+    padded to ``sensor_size``).
     """
 
     def __init__(
-        self, name, split_dir: Path, items, tonic_cls, on_bad_sample, max_per_class
+        self,
+        name: str,
+        split_dir: Path,
+        items: Items,
+        entry: TonicDataset,
+        on_bad_sample: str,
+        max_per_class: int | None,
+        split_off: dict | None = None,
     ) -> None:
         self.name = name
         self.split_dir = split_dir
         self.items = items
-        self.sensor_size = tuple(int(s) for s in tonic_cls.sensor_size)
-        self.classes = tuple(tonic_cls.classes)
+        self.entry = entry
+        self.sensor_size = entry.sensor_size
+        self.classes = entry.class_names()
         self.on_bad_sample = on_bad_sample
         self.max_per_class = max_per_class
+        self.split_off = split_off
         self.skipped: dict[str, int] = {reason: 0 for reason in SKIP_REASONS}
+        self.extent: tuple[int, int] = (0, 0)
 
     def __len__(self) -> int:
         """Recording files found (an upper bound on the samples yielded)."""
         return len(self.items)
 
+    def metadata(self) -> dict:
+        """What the event file should record about this split (after an iteration): for a
+        dataset without a test split, how it was split; for recordings of varying size, the
+        largest recording's extent ``[width, height]``."""
+        out: dict = {}
+        if self.entry.varying_size:
+            out["largest_recording"] = list(self.extent)
+        if self.split_off is not None:
+            out["test_split"] = {"stratified": True, **self.split_off}
+        return out
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
         from tqdm.auto import tqdm
 
-        layout = _layout(self.name)
         skipped = Counter({reason: 0 for reason in SKIP_REASONS})
-        kept = Counter()
+        kept: Counter = Counter()
+        extent = [0, 0]
         for label, path in tqdm(
-            self.items, desc=f"{layout.title} {self.split_dir.name}", unit="file", disable=None
+            self.items, desc=f"{self.entry.title} {self.split_dir.name}", unit="file", disable=None
         ):
             if self.max_per_class is not None and kept[label] >= self.max_per_class:
                 continue
@@ -292,8 +353,13 @@ class TonicSplit:
                 log.warning("skipped %s", err)
                 continue
             kept[label] += 1
+            extent = [
+                max(extent[0], int(events["x"].max()) + 1),
+                max(extent[1], int(events["y"].max()) + 1),
+            ]
             yield events, label
         self.skipped = dict(skipped)
+        self.extent = (extent[0], extent[1])
         if not sum(kept.values()):
             raise BadSampleError(
                 self.split_dir,
@@ -313,13 +379,20 @@ class TonicSplit:
         return dataclasses.replace(eventset, skipped=dict(self.skipped))
 
 
+def read_recording(name: str, path: str | Path) -> np.ndarray:
+    """One recording file of dataset ``name`` as EVENT_DTYPE events (raises BadSampleError)."""
+    entry = dataset_info(name)
+    path = Path(path)
+    try:
+        return _to_sample(entry.decode(path, entry.sensor_size), entry.shift_to_zero)
+    except _Bad as bad:
+        raise BadSampleError(path, bad.reason, bad.detail) from None
+    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, ArithmeticError) as err:
+        # whatever numpy or tonic's reader trips over on a bad file: name the file
+        raise BadSampleError(path, "corrupt", f"unreadable ({type(err).__name__}: {err})") from err
+
+
 # --------------------------------------------------------------------------- finding files
-
-
-def _layout(name: str) -> _Layout:
-    if name not in _LAYOUTS:
-        raise InputError(f"unknown tonic dataset {name!r}; expected one of {TONIC_DATASETS}")
-    return _LAYOUTS[name]
 
 
 def _check_split(split: str) -> None:
@@ -327,10 +400,11 @@ def _check_split(split: str) -> None:
         raise InputError(f"split must be one of {SPLITS}, got {split!r}")
 
 
-def _tonic_class(layout: _Layout):
-    import tonic.datasets  # slow to import (seconds); only when a tonic dataset is used
-
-    return getattr(tonic.datasets, layout.tonic_class)
+def _check_fraction(test_fraction: float) -> None:
+    if not 0 < test_fraction < 1:
+        raise InputError(
+            f"dataset.test_fraction must be between 0 and 1 (exclusive), got {test_fraction!r}"
+        )
 
 
 def _visible(path: Path) -> bool:
@@ -346,93 +420,131 @@ def _files(folder: Path, suffix: str) -> list[Path]:
     return [f for f in folder.iterdir() if f.suffix == suffix and f.is_file() and _visible(f)]
 
 
-def _nmnist_items(split_dir: Path, tonic_cls) -> tuple[list[tuple[int, Path]], list[Path]]:
+def _class_folder_items(
+    folder: Path, label_of: Callable[[str], int | None], suffix: str
+) -> tuple[Items, list[Path]]:
+    """``<folder>/<class folder>/*<suffix>``; ``label_of`` maps a folder name to its label
+    (None: not a class folder of the layout, ignored)."""
     items, ignored = [], []
-    for d in _subdirs(split_dir):
-        if len(d.name) == 1 and d.name in "0123456789":
-            items += [(int(d.name), f) for f in _files(d, ".bin")]
-        else:
+    for d in _subdirs(folder):
+        label = label_of(d.name)
+        if label is None:
             ignored.append(d)
+        else:
+            items += [(label, f) for f in _files(d, suffix)]
     return items, ignored
 
 
-def _dvsgesture_items(split_dir: Path, tonic_cls) -> tuple[list[tuple[int, Path]], list[Path]]:
-    n_classes = len(tonic_cls.classes)
+def _nmnist_items(split_dir: Path, classes: tuple[str, ...]) -> tuple[Items, list[Path]]:
+    def digit(name: str) -> int | None:
+        return int(name) if len(name) == 1 and name in "0123456789" else None
+
+    return _class_folder_items(split_dir, digit, ".bin")
+
+
+def _dvsgesture_items(split_dir: Path, classes: tuple[str, ...]) -> tuple[Items, list[Path]]:
     items, ignored = [], []
     for d in _subdirs(split_dir):
         for f in _files(d, ".npy"):
-            if f.stem.isascii() and f.stem.isdecimal() and int(f.stem) < n_classes:
+            if f.stem.isascii() and f.stem.isdecimal() and int(f.stem) < len(classes):
                 items.append((int(f.stem), f))
             else:
                 ignored.append(f)
     return items, ignored
 
 
-def _pokerdvs_items(split_dir: Path, tonic_cls) -> tuple[list[tuple[int, Path]], list[Path]]:
-    items, ignored = [], []
-    for d in _subdirs(split_dir):
-        label = tonic_cls.int_classes.get(d.name[-2:])
-        if label is None:
-            ignored.append(d)
-        else:
-            items += [(label, f) for f in _files(d, ".npy")]
-    return items, ignored
+def _pokerdvs_items(split_dir: Path, classes: tuple[str, ...]) -> tuple[Items, list[Path]]:
+    # tonic: the class is the folder name's last two letters
+    index = {c: i for i, c in enumerate(classes)}
+    return _class_folder_items(split_dir, lambda name: index.get(name[-2:]), ".npy")
 
 
-_ITEMS: dict[str, Callable] = {
-    "nmnist": _nmnist_items,
-    "dvsgesture": _dvsgesture_items,
-    "pokerdvs": _pokerdvs_items,
-}
+def _named_class_items(suffix: str) -> Callable[[Path, tuple[str, ...]], tuple[Items, list]]:
+    """``<folder>/<class name>/*<suffix>`` (N-Caltech101, CIFAR10-DVS: tonic labels a file
+    by its folder's name)."""
+
+    def items(folder: Path, classes: tuple[str, ...]) -> tuple[Items, list[Path]]:
+        index = {c: i for i, c in enumerate(classes)}
+        return _class_folder_items(folder, index.get, suffix)
+
+    return items
 
 
-def _enumerate(name: str, split_dir: Path, tonic_cls) -> list[tuple[int, Path]]:
+def _asldvs_items(folder: Path, classes: tuple[str, ...]) -> tuple[Items, list[Path]]:
+    # tonic: the class is the folder name's last character (a letter a-z)
+    index = {c: i for i, c in enumerate(classes)}
+    return _class_folder_items(folder, lambda name: index.get(name[-1:]), ".mat")
+
+
+def _enumerate(entry: TonicDataset, split_dir: Path) -> Items:
     """(label, file) of every recording in a split folder, sorted by label then path."""
-    items, ignored = _ITEMS[name](split_dir, tonic_cls)
+    items, ignored = entry.items(split_dir, entry.class_names())
     if ignored:
         log.warning(
             "%s: ignored %d entries that do not fit the layout %s, e.g. %s",
             split_dir,
             len(ignored),
-            _layout(name).files,
+            entry.files,
             sorted(ignored)[0],
         )
     return sorted(items, key=lambda item: (item[0], item[1].relative_to(split_dir).as_posix()))
 
 
-def _locate(name: str, root: Path, split: str, tonic_cls, extract: bool = True):
+def _split_off(
+    entry: TonicDataset, folder: Path, items: Items, split: str, test_fraction: float, seed: int
+) -> Items:
+    """The ``split`` part of a dataset without a test split: per class, a seeded
+    ``test_fraction`` of the recordings is the test split (order kept)."""
+    from spikescale.recordings import stratified_split
+
+    labels = np.array([label for label, _ in items], dtype=np.int64)
+    train_idx, test_idx = stratified_split(labels, test_fraction, seed)
+    if not len(test_idx):
+        raise InputError(
+            f"{folder}: {entry.title} has no test split and no class with two recordings to "
+            f"split off a test share (dataset.test_fraction {test_fraction}); add recordings"
+        )
+    untested = sorted(set(labels.tolist()) - set(labels[test_idx].tolist()))
+    if untested:
+        classes = entry.class_names()
+        log.warning(
+            "%s: classes with one recording stay in train, their test accuracy is unmeasured: %s",
+            folder,
+            ", ".join(classes[i] for i in untested),
+        )
+    return [items[i] for i in (train_idx if split == "train" else test_idx)]
+
+
+def _locate(entry: TonicDataset, root: Path, split: str, extract: bool = True):
     """((split folder, items) or None, [(place looked at, what was there)]).
 
     Without ``extract``, an archive that exists counts as found: ``(archive, [])``.
     """
-    layout = _layout(name)
-    split_name = layout.split_dirs[split]
-    homes = [root / layout.tonic_class, root]
+    split_name = entry.folders[split]
+    homes = [root / entry.tonic_class, root]
     looked: list[tuple[Path, str]] = []
     for home in homes:
         split_dir = home / split_name
         if not split_dir.is_dir():
             looked.append((split_dir, "missing"))
             continue
-        items = _enumerate(name, split_dir, tonic_cls)
+        items = _enumerate(entry, split_dir)
         if items:
             return (split_dir, items), looked
-        looked.append((split_dir, f"exists but holds no {layout.files}"))
+        looked.append((split_dir, f"exists but holds no {entry.files}"))
     for home in homes:
-        for archive_name in layout.archives[split]:
+        for archive_name in entry.archives.get(split_name, ()):
             archive = home / archive_name
             if not archive.is_file():
                 looked.append((archive, "missing"))
                 continue
             if not extract:
                 return (archive, []), looked
-            split_dir = _extract(
-                archive, split_name, lambda d: bool(_enumerate(name, d, tonic_cls))
-            )
-            items = _enumerate(name, split_dir, tonic_cls)
+            split_dir = _extract(archive, split_name, lambda d: bool(_enumerate(entry, d)))
+            items = _enumerate(entry, split_dir)
             if items:
                 return (split_dir, items), looked
-            looked.append((archive, f"extracted to {split_dir}, which holds no {layout.files}"))
+            looked.append((archive, f"extracted to {split_dir}, which holds no {entry.files}"))
     return None, looked
 
 
@@ -493,90 +605,120 @@ def _extract(archive: Path, split_name: str, has_recordings: Callable[[Path], bo
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _download(name: str, root: Path, split: str, tonic_cls, looked) -> None:
-    """Let tonic download (and extract) one split into ``<root>/<TonicClass>``."""
-    layout = _layout(name)
+def _download(entry: TonicDataset, root: Path, split: str, looked) -> None:
+    """Let tonic download (and extract) the dataset, or one split, into ``<root>/<class>``."""
     log.info(
-        "downloading %s %s split with tonic into %s", layout.title, split, root / layout.tonic_class
+        "downloading %s (%s) with tonic into %s",
+        entry.title,
+        split if entry.has_test_split else "the whole dataset",
+        root / entry.tonic_class,
     )
+    kwargs = {"train": split == "train"} if entry.has_test_split else {}
     try:
-        tonic_cls(save_to=str(root), train=(split == "train"))
+        entry.tonic()(save_to=str(root), **kwargs)
     except Exception as err:  # network, checksum, disk: all end the same way for the user
         raise DatasetNotFoundError(
-            _not_found_message(name, root, split, looked, download=True)
+            _not_found_message(entry, root, split, looked, download=True)
             + f"\ntonic's download failed: {type(err).__name__}: {err}"
         ) from err
 
 
-def _not_found_message(name: str, root: Path, split: str, looked, download: bool) -> str:
-    layout = _layout(name)
-    cls = layout.tonic_class
+def _not_found_message(entry: TonicDataset, root: Path, split: str, looked, download) -> str:
+    cls = entry.tonic_class
+    folder = entry.folders[split]
     places = "\n".join(f"  - {path} ({what})" for path, what in looked)
-    archives = " or ".join(f"<root>/{cls}/{a}" for a in layout.archives[split])
-    lines = [
-        f"{layout.title} {split} split not found under root {root}. Looked for:",
-        places,
-        "Expected layout (tonic's): "
-        f"<root>/{cls}/{layout.split_dirs[split]}/{layout.files}; "
-        f"or the archive {archives}, which is extracted there. A partial copy is fine.",
-    ]
-    lines.append(_how_to_get(name, split, download))
-    return "\n".join(lines)
-
-
-def _how_to_get(name: str, split: str, download: bool) -> str:
-    layout = _layout(name)
-    cls = _tonic_class(layout)
+    archives = " or ".join(f"<root>/{cls}/{a}" for a in entry.archives.get(folder, ()))
+    where = f"<root>/{cls}/{folder}/" if folder else f"<root>/{cls}/"
+    what = f"{entry.title} {split} split" if entry.has_test_split else entry.title
+    layout = f"Expected layout (tonic's): {where}{entry.files}"
+    layout += f"; or the archive {archives}, which is extracted there." if archives else "."
+    layout += " A partial copy is fine."
+    if not entry.has_test_split:
+        layout += (
+            f" {entry.title} has no test split: dataset.test_fraction of each class (seeded "
+            "by dataset.seed) is held out as the test split."
+        )
     ask = (
         ""
         if download
         else "To let tonic download it, set `dataset.download: true` in params.yaml (or override "
         "it for one run, e.g. `dvc exp run -S dataset.download=true`). "
     )
-    if name == "pokerdvs":
-        import tonic.datasets
-
-        shipped = Path(tonic.datasets.__file__).parent / layout.archives[split][0]
-        where = "present" if shipped.is_file() else "missing in this installation"
-        return (
-            ask
-            + f"tonic 1.7 has no download URL for POKER-DVS: it copies {layout.archives[split][0]} "
-            f"from its own package folder ({shipped}: {where}); the archives are in tonic's source "
-            "repository (https://github.com/neuromorphs/tonic, tonic/datasets/). Copy "
-            f"{layout.archives[split][0]} to <root>/{layout.tonic_class}/. "
-            f"Dataset home page: {layout.homepage}"
-        )
-    url = cls.train_url if split == "train" else cls.test_url
-    note = (
-        " (tonic's preprocessed .npy version; the original IBM DvsGesture.tar.gz with "
-        ".aedat files is not read here)"
-        if name == "dvsgesture"
-        else ""
+    return "\n".join(
+        [
+            f"{what} not found under root {root}. Looked for:",
+            places,
+            layout,
+            ask + entry.how_to_get(entry, split),
+        ]
     )
-    return ask + f"tonic downloads it from {url}{note}. Dataset home page: {layout.homepage}"
+
+
+def _tonic_url(entry: TonicDataset, split: str, note: str = "") -> str:
+    """'tonic downloads it from <url>' with tonic's URL for the split (or the dataset)."""
+    cls = entry.tonic()
+    url = getattr(cls, f"{split}_url", None) or cls.url
+    return f"tonic downloads it from {url}{note}. Dataset home page: {entry.homepage}"
+
+
+def _pokerdvs_source(entry: TonicDataset, split: str) -> str:
+    import tonic.datasets
+
+    archive = entry.archives[entry.folders[split]][0]
+    shipped = Path(tonic.datasets.__file__).parent / archive
+    where = "present" if shipped.is_file() else "missing in this installation"
+    return (
+        f"tonic 1.7 has no download URL for POKER-DVS: it copies {archive} from its own "
+        f"package folder ({shipped}: {where}); the archives are in tonic's source repository "
+        f"(https://github.com/neuromorphs/tonic, tonic/datasets/). Copy {archive} to "
+        f"<root>/{entry.tonic_class}/. Dataset home page: {entry.homepage}"
+    )
 
 
 # --------------------------------------------------------------------------- decoding
 
+_XYTP = np.dtype([(n, np.int64) for n in "xytp"])  # tonic's NMNIST/NCALTECH101 dtype
 
-def _decode_nmnist(path: Path, tonic_cls) -> np.ndarray:
+
+def _decode_nmnist(path: Path, sensor_size) -> np.ndarray:
+    """A 40-bit ``.bin`` read by ``tonic.io.read_mnist_file`` (N-MNIST, N-Caltech101)."""
     size = path.stat().st_size
     if size % 5:
         raise _Bad(
             "corrupt", f"truncated: {size} bytes is not a whole number of 5-byte (40-bit) events"
         )
+    if size == 0:
+        raise _Bad("empty", "the recording holds no events")
     from tonic.io import read_mnist_file
 
-    events = read_mnist_file(str(path), dtype=tonic_cls.dtype)
-    _check_events({n: events[n] for n in ("x", "y", "t", "p")}, tonic_cls.sensor_size)
+    events = read_mnist_file(str(path), dtype=_XYTP)
+    _check_events({n: events[n] for n in ("x", "y", "t", "p")}, sensor_size)
     return events
 
 
-def _decode_npy(path: Path, tonic_cls, t_scale: int) -> np.ndarray:
+def _decode_ncaltech101(path: Path, sensor_size) -> np.ndarray:
+    """An N-Caltech101 ``.bin`` as tonic's ``NCALTECH101.__getitem__`` decodes it (40-bit
+    events, x and y moved to start at 0), checked against the padded sensor."""
+    size = path.stat().st_size
+    if size % 5:
+        raise _Bad(
+            "corrupt", f"truncated: {size} bytes is not a whole number of 5-byte (40-bit) events"
+        )
+    if size == 0:
+        raise _Bad("empty", "the recording holds no events")
+    from tonic.io import read_mnist_file
+
+    events = read_mnist_file(str(path), dtype=_XYTP)
+    events["x"] -= events["x"].min()
+    events["y"] -= events["y"].min()
+    _check_events({n: events[n] for n in ("x", "y", "t", "p")}, sensor_size)
+    return events
+
+
+def _decode_npy(path: Path, sensor_size, columns: tuple[str, ...], t_scale: int) -> np.ndarray:
     """An (N, 4) ``.npy`` in tonic's column order, as tonic's ``__getitem__`` decodes it."""
     from numpy.lib.recfunctions import unstructured_to_structured
 
-    names = tonic_cls.dtype.names
     try:
         raw = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
@@ -585,10 +727,10 @@ def _decode_npy(path: Path, tonic_cls, t_scale: int) -> np.ndarray:
         raise _Bad("corrupt", f"expected one .npy array, found {type(raw).__name__}")
     if raw.size == 0:
         raise _Bad("empty", "the recording holds no events")
-    if raw.ndim != 2 or raw.shape[1] != len(names):
+    if raw.ndim != 2 or raw.shape[1] != len(columns):
         raise _Bad(
             "corrupt",
-            f"expected an (N, {len(names)}) array with columns {', '.join(names)}; "
+            f"expected an (N, {len(columns)}) array with columns {', '.join(columns)}; "
             f"got shape {raw.shape}",
         )
     if raw.dtype.kind not in "biuf":
@@ -597,16 +739,61 @@ def _decode_npy(path: Path, tonic_cls, t_scale: int) -> np.ndarray:
         arr = raw.astype(np.float64)
         if not np.all(np.isfinite(arr)):
             raise _Bad("corrupt", "NaN or infinite values")
-        coords = arr[:, [names.index(n) for n in ("x", "y", "p")]]
+        coords = arr[:, [columns.index(n) for n in ("x", "y", "p")]]
         if np.any(coords != np.floor(coords)):
             raise _Bad("corrupt", "non-integer x, y or p")
-    else:
-        arr = raw.astype(
-            np.int64
-        )  # wide enough for the unit change below, unlike int16/int32 files
-    arr[:, names.index("t")] *= t_scale
-    _check_events({n: arr[:, i] for i, n in enumerate(names)}, tonic_cls.sensor_size)
-    return unstructured_to_structured(arr, tonic_cls.dtype)
+    arr = raw.astype(np.int64)  # wide enough for the unit change below, unlike int16/int32
+    arr[:, columns.index("t")] *= t_scale
+    _check_events({n: arr[:, i] for i, n in enumerate(columns)}, sensor_size)
+    return unstructured_to_structured(arr, np.dtype([(n, np.int64) for n in columns]))
+
+
+def _decode_cifar10dvs(path: Path, sensor_size) -> np.ndarray:
+    """A CIFAR10-DVS ``.aedat4`` read by ``tonic.io.read_aedat4`` (fields t, x, y, on,
+    renamed t, x, y, p as tonic's ``CIFAR10DVS.__getitem__`` does)."""
+    from tonic.io import read_aedat4
+
+    try:
+        events = read_aedat4(str(path))
+    except Exception as err:  # the Rust decoder and tonic raise plain exceptions
+        text = str(err)
+        if "there are no events" in text or "need at least one array" in text:
+            raise _Bad("empty", "the file has no event stream or no event packets") from err
+        raise _Bad(
+            "corrupt", f"not a readable AEDAT 4 file ({type(err).__name__}: {text})"
+        ) from err
+    events.dtype.names = ["t", "x", "y", "p"]
+    cols = {n: events[n].astype(np.int64) for n in ("x", "y", "t", "p")}
+    _check_events(cols, sensor_size)
+    return events
+
+
+def _decode_asldvs(path: Path, sensor_size) -> np.ndarray:
+    """An ASL-DVS ``.mat`` (``ts``, ``x``, ``y``, ``pol``) as tonic's ``ASLDVS.__getitem__``
+    decodes it: y flipped (``height - 1 - y``: the file counts rows from the bottom)."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    try:
+        mat = loadmat(str(path))
+    except (MatReadError, ValueError, OSError, TypeError) as err:
+        raise _Bad("corrupt", f"not a readable .mat file ({type(err).__name__}: {err})") from err
+    missing = [k for k in ("ts", "x", "y", "pol") if k not in mat]
+    if missing:
+        raise _Bad("corrupt", f"expected variables ts, x, y, pol; missing {missing}")
+    cols = {
+        "t": np.ravel(mat["ts"]).astype(np.int64),
+        "x": np.ravel(mat["x"]).astype(np.int64),
+        "y": sensor_size[1] - 1 - np.ravel(mat["y"]).astype(np.int64),
+        "p": np.ravel(mat["pol"]).astype(np.int64),
+    }
+    if len({len(c) for c in cols.values()}) != 1:
+        raise _Bad("corrupt", "ts, x, y and pol differ in length")
+    _check_events(cols, sensor_size)
+    out = np.empty(len(cols["t"]), dtype=np.dtype([(n, np.int64) for n in "txyp"]))
+    for name, values in cols.items():
+        out[name] = values
+    return out
 
 
 def _check_events(cols: dict[str, np.ndarray], sensor_size) -> None:
@@ -628,88 +815,11 @@ def _check_events(cols: dict[str, np.ndarray], sensor_size) -> None:
         )
 
 
-# The conversion benchmark sets (readers only; their registry entries are still to come).
-# N-Caltech101's recordings differ in size (tonic: sensor_size None, each recording moved
-# to x, y >= 0); they are padded to the largest, 240x180 (spikingjelly's N-Caltech101 size).
-NCALTECH101_SENSOR = (240, 180, 2)
-CIFAR10DVS_SENSOR = (128, 128, 2)
-ASLDVS_SENSOR = (240, 180, 2)
-
-
-def _decode_ncaltech101(path: Path) -> np.ndarray:
-    """An N-Caltech101 ``.bin`` as tonic's ``NCALTECH101.__getitem__`` decodes it (40-bit
-    events, x and y moved to start at 0), checked against the padded 240x180 sensor."""
-    size = path.stat().st_size
-    if size % 5:
-        raise _Bad(
-            "corrupt", f"truncated: {size} bytes is not a whole number of 5-byte (40-bit) events"
-        )
-    if size == 0:
-        raise _Bad("empty", "the recording holds no events")
-    from tonic.io import read_mnist_file
-
-    events = read_mnist_file(str(path), dtype=np.dtype([(n, np.int64) for n in "xytp"]))
-    events["x"] -= events["x"].min()
-    events["y"] -= events["y"].min()
-    _check_events({n: events[n] for n in ("x", "y", "t", "p")}, NCALTECH101_SENSOR)
-    return events
-
-
-def _decode_cifar10dvs(path: Path) -> np.ndarray:
-    """A CIFAR10-DVS ``.aedat4`` read by ``tonic.io.read_aedat4`` (fields t, x, y, p), as
-    tonic's ``CIFAR10DVS.__getitem__`` does, checked against the 128x128 sensor."""
-    from tonic.io import read_aedat4
-
-    try:
-        events = read_aedat4(str(path))
-    except Exception as err:  # the aedat decoder raises bare Exceptions on bad files
-        raise _Bad("corrupt", f"not a readable AEDAT4 file ({type(err).__name__}: {err})") from err
-    events.dtype.names = ["t", "x", "y", "p"]
-    cols = {n: events[n].astype(np.int64) for n in ("x", "y", "t", "p")}
-    _check_events(cols, CIFAR10DVS_SENSOR)
-    return events
-
-
-def _decode_asldvs(path: Path) -> np.ndarray:
-    """An ASL-DVS ``.mat`` (``ts``, ``x``, ``y``, ``pol``) as tonic's ``ASLDVS.__getitem__``
-    decodes it: y flipped (``179 - y``), checked against the 240x180 sensor."""
-    from scipy.io import loadmat
-    from scipy.io.matlab import MatReadError
-
-    try:
-        mat = loadmat(str(path))
-    except (MatReadError, ValueError, OSError, TypeError) as err:
-        raise _Bad("corrupt", f"not a readable .mat file ({type(err).__name__}: {err})") from err
-    missing = [k for k in ("ts", "x", "y", "pol") if k not in mat]
-    if missing:
-        raise _Bad("corrupt", f"expected variables ts, x, y, pol; missing {missing}")
-    cols = {
-        "t": np.ravel(mat["ts"]).astype(np.int64),
-        "x": np.ravel(mat["x"]).astype(np.int64),
-        "y": ASLDVS_SENSOR[1] - 1 - np.ravel(mat["y"]).astype(np.int64),
-        "p": np.ravel(mat["pol"]).astype(np.int64),
-    }
-    if len({len(c) for c in cols.values()}) != 1:
-        raise _Bad("corrupt", "ts, x, y and pol differ in length")
-    _check_events(cols, ASLDVS_SENSOR)
-    out = np.empty(len(cols["t"]), dtype=np.dtype([(n, np.int64) for n in "txyp"]))
-    for name, values in cols.items():
-        out[name] = values
-    return out
-
-
-_DECODERS: dict[str, Callable[[Path, object], np.ndarray]] = {
-    "nmnist": _decode_nmnist,
-    "dvsgesture": lambda path, cls: _decode_npy(path, cls, t_scale=1000),  # ms -> us, as tonic
-    "pokerdvs": lambda path, cls: _decode_npy(path, cls, t_scale=1),
-}
-
-
 def _to_sample(events: np.ndarray, shift_to_zero: bool) -> np.ndarray:
     """tonic's structured events as EVENT_DTYPE, sorted by t, optionally starting at t=0."""
     out = np.empty(len(events), dtype=EVENT_DTYPE)
-    for field in EVENT_DTYPE.names:
-        out[field] = events[field]
+    for name in EVENT_DTYPE.names:
+        out[name] = events[name]
     if np.any(np.diff(out["t"]) < 0):
         out = out[np.argsort(out["t"], kind="stable")]
     if shift_to_zero:
@@ -717,15 +827,142 @@ def _to_sample(events: np.ndarray, shift_to_zero: bool) -> np.ndarray:
     return out
 
 
-def read_recording(name: str, path: str | Path) -> np.ndarray:
-    """One recording file of dataset ``name`` as EVENT_DTYPE events (raises BadSampleError)."""
-    layout = _layout(name)
-    path = Path(path)
-    tonic_cls = _tonic_class(layout)
-    try:
-        return _to_sample(_DECODERS[name](path, tonic_cls), layout.shift_to_zero)
-    except _Bad as bad:
-        raise BadSampleError(path, bad.reason, bad.detail) from None
-    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, ArithmeticError) as err:
-        # whatever numpy or tonic's reader trips over on a bad file: name the file
-        raise BadSampleError(path, "corrupt", f"unreadable ({type(err).__name__}: {err})") from err
+# --------------------------------------------------------------------------- the registry
+
+# N-Caltech101's 101 folders: Caltech101's categories without "Faces" (N-Caltech101 keeps
+# only "Faces_easy") plus the background class, sorted as tonic lists them (os.walk with
+# sorted folders: upper case first); tonic's targets are these folder names.
+NCALTECH101_CLASSES = (
+    "BACKGROUND_Google", "Faces_easy", "Leopards", "Motorbikes", "accordion", "airplanes",
+    "anchor", "ant", "barrel", "bass", "beaver", "binocular", "bonsai", "brain",
+    "brontosaurus", "buddha", "butterfly", "camera", "cannon", "car_side", "ceiling_fan",
+    "cellphone", "chair", "chandelier", "cougar_body", "cougar_face", "crab", "crayfish",
+    "crocodile", "crocodile_head", "cup", "dalmatian", "dollar_bill", "dolphin", "dragonfly",
+    "electric_guitar", "elephant", "emu", "euphonium", "ewer", "ferry", "flamingo",
+    "flamingo_head", "garfield", "gerenuk", "gramophone", "grand_piano", "hawksbill",
+    "headphone", "hedgehog", "helicopter", "ibis", "inline_skate", "joshua_tree", "kangaroo",
+    "ketch", "lamp", "laptop", "llama", "lobster", "lotus", "mandolin", "mayfly", "menorah",
+    "metronome", "minaret", "nautilus", "octopus", "okapi", "pagoda", "panda", "pigeon",
+    "pizza", "platypus", "pyramid", "revolver", "rhino", "rooster", "saxophone", "schooner",
+    "scissors", "scorpion", "sea_horse", "snoopy", "soccer_ball", "stapler", "starfish",
+    "stegosaurus", "stop_sign", "strawberry", "sunflower", "tick", "trilobite", "umbrella",
+    "watch", "water_lilly", "wheelchair", "wild_cat", "windsor_chair", "wrench", "yin_yang",
+)  # fmt: skip
+
+DATASETS: dict[str, TonicDataset] = {
+    "nmnist": TonicDataset(
+        title="N-MNIST",
+        tonic_class="NMNIST",
+        sensor_size=(34, 34, 2),
+        folders={"train": "Train", "test": "Test"},
+        files="<digit 0-9>/*.bin (N-MNIST's 40-bit events)",
+        items=_nmnist_items,
+        decode=_decode_nmnist,
+        shift_to_zero=False,
+        homepage="https://www.garrickorchard.com/datasets/n-mnist",
+        # tonic saves the download as train.zip/test.zip; the original site calls them
+        # Train.zip/Test.zip
+        archives={"Train": ("train.zip", "Train.zip"), "Test": ("test.zip", "Test.zip")},
+    ),
+    "dvsgesture": TonicDataset(
+        title="DVS Gesture",
+        tonic_class="DVSGesture",
+        sensor_size=(128, 128, 2),
+        folders={"train": "ibmGestureTrain", "test": "ibmGestureTest"},
+        files="<user>_<lighting>/<label 0-10>.npy"
+        " (tonic's preprocessed version: columns x, y, p, t in ms)",
+        items=_dvsgesture_items,
+        decode=functools.partial(_decode_npy, columns=("x", "y", "p", "t"), t_scale=1000),
+        shift_to_zero=True,
+        homepage="https://research.ibm.com/dvsgesture/",
+        archives={
+            "ibmGestureTrain": ("ibmGestureTrain.tar.gz",),
+            "ibmGestureTest": ("ibmGestureTest.tar.gz",),
+        },
+        how_to_get=lambda entry, split: _tonic_url(
+            entry,
+            split,
+            " (tonic's preprocessed .npy version; the original IBM DvsGesture.tar.gz with "
+            ".aedat files is not read here)",
+        ),
+    ),
+    "pokerdvs": TonicDataset(
+        title="POKER-DVS",
+        tonic_class="POKERDVS",
+        sensor_size=(35, 35, 2),
+        folders={"train": "pips_train", "test": "pips_test"},
+        files=(
+            "<cl|he|di|sp>/*.npy (tonic's version: columns t, x, y, p; the class is the "
+            "folder name's last two letters)"
+        ),
+        items=_pokerdvs_items,
+        decode=functools.partial(_decode_npy, columns=("t", "x", "y", "p"), t_scale=1),
+        shift_to_zero=True,
+        homepage="http://www2.imse-cnm.csic.es/caviar/POKERDVS.html",
+        archives={"pips_train": ("pips_train.tar.gz",), "pips_test": ("pips_test.tar.gz",)},
+        how_to_get=_pokerdvs_source,
+    ),
+    "ncaltech101": TonicDataset(
+        title="N-Caltech101",
+        tonic_class="NCALTECH101",
+        # tonic: sensor_size None, every recording moved to x, y >= 0 and of its own size;
+        # padded here to 240x180, the largest image Orchard et al. (2015) showed the
+        # sensor (and the size spikingjelly and others use for this dataset)
+        sensor_size=(240, 180, 2),
+        folders={"train": "Caltech101", "test": "Caltech101"},
+        files="<category>/*.bin (40-bit events, as N-MNIST's; 100 categories and "
+        "BACKGROUND_Google)",
+        items=_named_class_items(".bin"),
+        decode=_decode_ncaltech101,
+        shift_to_zero=False,
+        homepage="https://www.garrickorchard.com/datasets/n-caltech101",
+        has_test_split=False,
+        archives={"Caltech101": ("Caltech101.zip",)},
+        classes=NCALTECH101_CLASSES,
+        varying_size=True,
+        how_to_get=lambda entry, split: _tonic_url(
+            entry,
+            split,
+            " (N-Caltech101-archive.zip; the Caltech101.zip inside it is extracted on first use)",
+        ),
+    ),
+    "cifar10dvs": TonicDataset(
+        title="CIFAR10-DVS",
+        tonic_class="CIFAR10DVS",
+        sensor_size=(128, 128, 2),
+        folders={"train": "", "test": ""},
+        files="<class>/*.aedat4 (AEDAT 4; classes airplane, automobile, ..., truck)",
+        items=_named_class_items(".aedat4"),
+        decode=_decode_cifar10dvs,
+        shift_to_zero=True,
+        homepage="https://www.frontiersin.org/articles/10.3389/fnins.2017.00309/full",
+        has_test_split=False,
+        how_to_get=lambda entry, split: _tonic_url(
+            entry,
+            split,
+            " (CIFAR10DVS.zip, which holds one <class>.zip per class; tonic extracts them all. "
+            "By hand: unzip CIFAR10DVS.zip into <root>/CIFAR10DVS/, then each <class>.zip "
+            "there)",
+        ),
+    ),
+    "asldvs": TonicDataset(
+        title="ASL-DVS",
+        tonic_class="ASLDVS",
+        sensor_size=(240, 180, 2),
+        folders={"train": "", "test": ""},
+        files="<letter>/*.mat (MATLAB: ts, x, y, pol; the class is the folder name's last "
+        "letter, a-z as tonic's classes; the recordings cover 24 letters, no j or z)",
+        items=_asldvs_items,
+        decode=_decode_asldvs,
+        shift_to_zero=True,
+        homepage="https://github.com/PIX2NVS/NVS2Graph",
+        has_test_split=False,
+        how_to_get=lambda entry, split: _tonic_url(
+            entry,
+            split,
+            " (ASLDVS.zip, which holds one zip per letter; tonic extracts them all. By hand: "
+            "unzip ASLDVS.zip into <root>/ASLDVS/, then each zip there)",
+        ),
+    ),
+}
+TONIC_DATASETS = tuple(DATASETS)

@@ -6,6 +6,8 @@ read batch by batch (:func:`take`), never the whole split at once.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -13,7 +15,7 @@ from tqdm import tqdm
 
 from spikescale.model import Architecture, NetworkSource, build_cnn
 from spikescale.network import FactoryNetwork, build_network, import_checkpoint
-from spikescale.params import ModelParams, TrainingParams
+from spikescale.params import ModelParams, Params, TrainingParams
 
 
 def seed_everything(seed: int) -> None:
@@ -199,3 +201,38 @@ def train_cnn(
         "imported": False,
     }
     return model.cpu().eval(), source, report
+
+
+def run_train(
+    params: Params,
+    frames_dir: str | Path,
+    events_path: str | Path,
+    out: str | Path,
+    report_out: str | Path,
+    progress: bool = True,
+) -> dict:
+    """The stage: train the CNN on the training frames (or, with ``training.input:
+    images``, on the images the recordings were made from), or import its checkpoint;
+    write the model and the training report; return the report."""
+    from spikescale.events import read_metadata
+    from spikescale.frames import load_arrays
+    from spikescale.io import write_json
+    from spikescale.model import save_cnn
+
+    on_images = params.training.input == "images"
+    if on_images:
+        from spikescale.images import as_training_set, training_images
+
+        images = training_images(params.dataset)
+        train, test = (as_training_set(*images[s]) for s in ("train", "test"))
+    else:
+        train, test = (load_arrays(Path(frames_dir) / f"{s}.npz") for s in ("train", "test"))
+    classes = len(read_metadata(events_path)["classes"])
+    model, arch, report = train_cnn(
+        train, test, params.training, classes, params.device, progress, network=params.model
+    )
+    if on_images:
+        report = {**image_accuracy_report(report), "polarities": params.training.polarities}
+    save_cnn(model, arch, out)
+    write_json(report, report_out)
+    return report

@@ -7,17 +7,18 @@ import os
 from snakemake.exceptions import WorkflowError
 
 from spikescale.dataset import require_dataset
+from spikescale.errors import InputError
 from spikescale.params import (
     DatasetParams,
     ParamsError,
     canonical,
     factor_label,
-    validate as validate_params,
+    from_snakemake_config,
 )
 from spikescale.sources import stage_sources
 
 try:
-    VALIDATED = validate_params(config, "the Snakemake config (params.yaml and --config)")
+    VALIDATED = from_snakemake_config(config)
 except ParamsError as err:
     raise WorkflowError(str(err)) from None
 PARAMS = canonical(VALIDATED)
@@ -42,7 +43,8 @@ if PARAMS["model"]["factory"] is not None:
     if PARAMS["model"]["checkpoint"] is not None:
         NETWORK_SOURCES.append(PARAMS["model"]["checkpoint"])
 
-# from here on the config holds the validated values (`--config` gives strings for numbers)
+# from here on the config holds the validated values (`--config` gives strings for numbers
+# and for null)
 config.clear()
 config.update(PARAMS)
 
@@ -62,13 +64,13 @@ NIR_CHIP = f"{RESULTS}/snn_recommended_chip.nir"
 GPU = 1 if PARAMS["device"] == "cuda" else 0
 RAW = PARAMS["dataset"]["root"]
 
-# A missing dataset stops the run here, before any job, with the message the `events` stage
-# would give (where it looked, the layout, how to download). Event files already made (or
-# pulled with DVC) need no raw data.
+# A missing or malformed dataset stops the run here, before any job, with the message the
+# `events` stage would give (where it looked, the layout, how to download, which class
+# folder is wrong). Event files already made (or pulled with DVC) need no raw data.
 if not all(os.path.exists(f"{EVENTS}/{split}.parquet") for split in ("train", "test")):
     try:
         require_dataset(DatasetParams(**PARAMS["dataset"]))
-    except FileNotFoundError as err:
+    except InputError as err:
         raise WorkflowError(str(err)) from None
 
 # The command all jobs run, an input of each (`{input.spikescale}`, ancient: it picks the
