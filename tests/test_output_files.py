@@ -59,10 +59,13 @@ def test_model_files_and_nir_export_are_byte_identical_across_runs(snakemake_pro
                "--out", f"{again}/snn.pt", "--summary", f"{again}/snn_layers.json")  # fmt: skip
     run(
         [str(BIN / "spikescale"), "export", "--snn", f"{models}/snn.pt",
-         "--recommendation", f"{results}/recommendation.json", "--out", f"{again}/snn.nir"],
+         "--recommendation", f"{results}/recommendation.json", "--out", f"{again}/snn.nir",
+         "--chip-out", f"{again}/chip.nir"],
         snakemake_project,
     )  # fmt: skip
     for name in ("cnn.pt", "cnn_normalised.pt", "snn.pt"):
         assert (again / name).read_bytes() == (snakemake_project / models / name).read_bytes(), name
     exported = (snakemake_project / results / "snn_recommended.nir").read_bytes()
     assert (again / "snn.nir").read_bytes() == exported
+    chip = (snakemake_project / results / "snn_recommended_chip.nir").read_bytes()
+    assert (again / "chip.nir").read_bytes() == chip
