@@ -18,7 +18,7 @@ figure, no sampling). Prints one line per job, the span of each stage (the ``eva
 jobs run side by side), the end-to-end time of the ``snakemake`` call, the training
 throughput, and the largest peak memory.
 
-    .venv/bin/python benchmarks/pipeline.py                  # full size (about 4.7 GB of files)
+    .venv/bin/python benchmarks/pipeline.py                  # full size (about 6 GB of files)
     .venv/bin/python benchmarks/pipeline.py --scale 0.05     # 3,000 + 500 recordings
     .venv/bin/python benchmarks/pipeline.py --tiny           # seconds: a self-test
 
