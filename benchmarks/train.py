@@ -1,17 +1,18 @@
 """Benchmark: training throughput (frames/s) of `train_cnn` now against an earlier version.
 
 Loads ``src/spikescale/train.py`` as it was at ``--before`` (a git revision; default
-8d14fa9, the last one before channels-last training) beside the current module, and runs
-both ``train_cnn`` on the same memory-mapped frame file with the same parameters, in one
-process, taking turns (``--repeats`` rounds, the fastest run of each counted), so that
-other load on the machine hits both alike. A run is the whole call: validation after each
-epoch and the test accuracy included, as the ``train`` stage runs it. Frames/s = fitted
-frames x epochs / wall time. Also says whether the two give identical weights and whether
-the current one gives identical weights twice (determinism).
+8d14fa9, before ``training.channels_last`` existed) beside the current module, and runs
+the old ``train_cnn`` and the current one (default layout, and channels-last) on the same
+memory-mapped frame file with the same parameters, in one process, taking turns
+(``--repeats`` rounds, the fastest run of each counted), so that other load on the machine
+hits all alike. A run is the whole call: validation after each epoch and the test accuracy
+included, as the ``train`` stage runs it. Frames/s = fitted frames x epochs / wall time.
+Also says whether old and current give identical weights and whether the current one
+gives identical weights twice (determinism).
 
-``--batch-sizes`` adds current-code runs at other batch sizes (a parameter, so a different
-result); ``--compile`` times the bare training step (no validation) eager against
-``torch.compile``, both channels-last, compile time reported apart.
+``--batch-sizes`` adds current-code channels-last runs at other batch sizes (a parameter,
+so a different result); ``--compile`` times the bare training step (no validation) eager
+against ``torch.compile``, both channels-last, compile time reported apart.
 
 Frames: ``--frames train.npz`` (e.g. ``data/digits/frames/train.npz`` after ``make run``),
 else synthetic N-MNIST-shaped frames (2x34x34 counts with learnable labels, ``--frames-n``).
@@ -109,7 +110,7 @@ def compile_benchmark(train: dict, p: TrainingParams, steps: int, repeats: int) 
     def run(forward, model, optimiser) -> float:
         start = time.perf_counter()
         for idx in batches:
-            x = to_batch(take(frames, idx), "cpu")
+            x = to_batch(take(frames, idx), "cpu", channels_last=True)
             y = torch.from_numpy(labels[idx])
             optimiser.zero_grad()
             nn.functional.cross_entropy(forward(x), y).backward()
@@ -169,9 +170,17 @@ def main() -> int:
             f"best of {a.repeats}"
         )
         p = TrainingParams(epochs=a.epochs, batch_size=a.batch_size)
-        runs = {f"before ({a.before})": (before, p), "after": (after, p)}
+        nhwc = p.model_copy(update={"channels_last": True})
+        runs = {
+            f"before ({a.before})": (before, p),
+            "after": (after, p),
+            "after, channels_last": (after, nhwc),
+        }
         for bs in (int(b) for b in a.batch_sizes.split(",") if b):
-            runs[f"after, batch {bs}"] = (after, TrainingParams(epochs=a.epochs, batch_size=bs))
+            runs[f"after, batch {bs}"] = (
+                after,
+                TrainingParams(epochs=a.epochs, batch_size=bs, channels_last=True),
+            )
         best: dict[str, float] = {}
         states: dict[str, list] = {}
         for _ in range(a.repeats):
@@ -186,14 +195,15 @@ def main() -> int:
         for name, rate in best.items():
             print(f"{name:<26} batch {runs[name][1].batch_size:>4}: {rate:8.0f} frames/s")
         first = next(iter(runs))
-        print(f"speed-up after/before: {best['after'] / best[first]:.2f}x")
+        print(f"speed-up after/before: {best['after'] / best[first]:.2f}x (default layout)")
+        print(f"speed-up channels_last/before: {best['after, channels_last'] / best[first]:.2f}x")
         print(
             "after gives the same weights as before: "
             f"{same_weights(states['after'][0], states[first][0])}; after twice the same "
             f"(deterministic): {all(same_weights(states['after'][0], s) for s in states['after'])}"
         )
         if a.compile:
-            compile_benchmark(train, p, a.compile_steps, a.repeats)
+            compile_benchmark(train, nhwc, a.compile_steps, a.repeats)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The `train` stage's core: channels-last batches, determinism, memory-mapped frames."""
+"""The `train` stage's core: batch layouts (channels-last on request), determinism,
+memory-mapped frames."""
 
 from __future__ import annotations
 
@@ -29,14 +30,17 @@ def frame_set(n_samples: int = 30, bins: int = 3, seed: int = 0) -> dict[str, np
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
-def test_batches_are_the_frames_as_float32_channels_last(dtype):
+def test_batches_are_the_frames_as_float32_channels_last_where_asked(dtype):
     frames = np.random.default_rng(1).integers(0, 200, (5, 2, 6, 7)).astype(dtype)
-    batch = to_batch(frames[[4, 0, 2]], "cpu")
+    batch = to_batch(frames[[4, 0, 2]], "cpu", channels_last=True)
     assert batch.dtype == torch.float32
     assert batch.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(batch, torch.from_numpy(frames[[4, 0, 2]].astype(np.float32)))
-    flat = to_batch(frames.reshape(5, -1), "cpu")  # not 4-D: the default layout
-    assert flat.is_contiguous() and memory_format(frames.reshape(5, -1)) is not torch.channels_last
+    plain = to_batch(frames[[4, 0, 2]], "cpu")  # the default: NCHW
+    assert plain.is_contiguous() and torch.equal(plain, batch)
+    flat = to_batch(frames.reshape(5, -1), "cpu", channels_last=True)  # not 4-D: default layout
+    assert flat.is_contiguous()
+    assert memory_format(frames.reshape(5, -1), True) is not torch.channels_last
 
 
 def test_memory_mapped_batches_equal_in_memory_batches(tmp_path):
@@ -48,11 +52,12 @@ def test_memory_mapped_batches_equal_in_memory_batches(tmp_path):
     assert torch.equal(to_batch(take(mapped, idx), "cpu"), to_batch(arrays["frames"][idx], "cpu"))
 
 
-def test_training_is_deterministic_and_the_same_from_a_memory_map(tmp_path):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_training_is_deterministic_and_the_same_from_a_memory_map(tmp_path, channels_last):
     """One seed, one result: twice in memory and once from the mapped frame file."""
     train, test = frame_set(seed=0), frame_set(n_samples=10, seed=1)
     save_arrays(tmp_path / "train.npz", train)
-    p = TrainingParams(epochs=2, batch_size=16)
+    p = TrainingParams(epochs=2, batch_size=16, channels_last=channels_last)
     runs = [
         train_cnn(train, test, p, 10, progress=False),
         train_cnn(train, test, p, 10, progress=False),

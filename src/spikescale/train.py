@@ -3,11 +3,13 @@
 Frames may be a read-only ``numpy.memmap`` (:func:`spikescale.frames.load_arrays`): they are
 read batch by batch (:func:`take`), never the whole split at once.
 
-Speed (``benchmarks/train.py`` measures it): networks and batches of 4-D frames are held
-channels-last (NHWC), where oneDNN's convolutions and PyTorch's pooling run about 1.4x
-faster on the CPU than in the default NCHW layout; the arithmetic is the same but summed in
-another order, so the weights differ from NCHW training in the last bits (deterministic all
-the same: one seed, one result). Evaluation passes run under ``torch.inference_mode``.
+Speed (``benchmarks/train.py`` measures it): with ``training.channels_last: true``
+networks and batches of 4-D frames are held channels-last (NHWC), where oneDNN's
+convolutions and PyTorch's pooling run about 1.4x faster on the CPU than in the default
+NCHW layout. The arithmetic is the same but summed in another order, so the weights differ
+from NCHW training in the last bits (deterministic all the same: one seed, one result),
+and so do the sweep's figures; the default keeps NCHW, and with it the results published
+so far. Evaluation passes run under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -32,16 +34,20 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(frames, dtype=np.float32))
 
 
-def memory_format(frames: np.ndarray) -> torch.memory_format:
-    """Channels-last for 4-D (frames, channels, height, width) input, else the default."""
-    return torch.channels_last if np.ndim(frames) == 4 else torch.contiguous_format
+def memory_format(frames: np.ndarray, channels_last: bool) -> torch.memory_format:
+    """Channels-last for 4-D (frames, channels, height, width) input where asked for, else
+    the default layout."""
+    if channels_last and np.ndim(frames) == 4:
+        return torch.channels_last
+    return torch.contiguous_format
 
 
-def to_batch(frames: np.ndarray, device: str) -> torch.Tensor:
+def to_batch(frames: np.ndarray, device: str, channels_last: bool = False) -> torch.Tensor:
     """A batch of frames (any integer or float dtype) as float32 on ``device``, laid out
     as :func:`memory_format` says: one conversion, one copy."""
     rows = torch.from_numpy(np.ascontiguousarray(frames))
-    return rows.to(device=device, dtype=torch.float32, memory_format=memory_format(frames))
+    layout = memory_format(frames, channels_last)
+    return rows.to(device=device, dtype=torch.float32, memory_format=layout)
 
 
 def take(frames: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -60,9 +66,10 @@ def predict_logits(
     batch_size: int,
     device: str,
     indices: np.ndarray | None = None,
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Logits of ``frames`` (of ``frames[indices]`` if given), ``batch_size`` frames at a time."""
-    model.eval().to(memory_format=memory_format(frames))
+    model.eval().to(memory_format=memory_format(frames, channels_last))
     n = len(frames) if indices is None else len(indices)
     out = []
     for start in range(0, n, batch_size):
@@ -70,7 +77,7 @@ def predict_logits(
             rows = frames[start : start + batch_size]
         else:
             rows = take(frames, indices[start : start + batch_size])
-        out.append(model(to_batch(rows, device)).cpu())
+        out.append(model(to_batch(rows, device, channels_last)).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
@@ -106,9 +113,11 @@ def make_network(
     return build_network(model.factory, source.input_shape, classes), source
 
 
-def accuracy_report(model: nn.Module, test: dict[str, np.ndarray], device: str) -> dict:
+def accuracy_report(
+    model: nn.Module, test: dict[str, np.ndarray], device: str, channels_last: bool = False
+) -> dict:
     """The network's accuracy on the test frames, per frame and per recording."""
-    logits = predict_logits(model, test["frames"], 512, device)
+    logits = predict_logits(model, test["frames"], 512, device, channels_last=channels_last)
     test_frame_labels = test["labels"][test["sample_index"]]
     return {
         "cnn_test_frame_accuracy": float((logits.argmax(1) == test_frame_labels).mean()),
@@ -164,7 +173,8 @@ def train_cnn(
             "checkpoint": network.checkpoint,
         }
         return model.cpu().eval(), source, report
-    model = model.to(device=device, memory_format=memory_format(frames))
+    nhwc = p.channels_last
+    model = model.to(device=device, memory_format=memory_format(frames, nhwc))
     optimiser = torch.optim.Adam(
         model.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay
     )
@@ -186,7 +196,7 @@ def train_cnn(
             leave=False,
         ):
             idx = order[start : start + p.batch_size]
-            x = to_batch(take(frames, idx), device)
+            x = to_batch(take(frames, idx), device, nhwc)
             y = torch.from_numpy(frame_labels[idx]).to(device)
             optimiser.zero_grad()
             with torch.enable_grad():  # even where a caller turned gradients off globally
@@ -202,7 +212,9 @@ def train_cnn(
             "train_frame_accuracy": correct / len(order),
         }
         if val.any():
-            logits = predict_logits(model, frames, 512, device, indices=np.flatnonzero(val))
+            logits = predict_logits(
+                model, frames, 512, device, indices=np.flatnonzero(val), channels_last=nhwc
+            )
             row["val_frame_accuracy"] = float((logits.argmax(1) == frame_labels[val]).mean())
         history.append(row)
         if progress:
@@ -213,7 +225,7 @@ def train_cnn(
             )
     report = {
         "history": history,
-        **accuracy_report(model, test, device),
+        **accuracy_report(model, test, device, nhwc),
         "train_frames": int(len(fit_idx)),
         "imported": False,
     }
