@@ -56,6 +56,7 @@ def test_readme_marks_only_what_a_test_cannot_run():
         [".venv/bin/dvc", "pull"],
         [".venv/bin/dvc", "add"],
         [".venv/bin/snakemake", "--profile"],  # the three training-input sweeps
+        [".venv/bin/python", "benchmarks/pipeline.py"],  # the full-size run
         [".venv/bin/snakemake", "--profile"],  # the Slurm profile
         [".venv/bin/snakemake", "--profile"],  # the full-size Speck sweep
     ], skipped

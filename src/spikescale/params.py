@@ -145,6 +145,11 @@ class TrainingParams(Section):
     kernel_size: int = Field(3, ge=1)
     bias: bool = Field(False, description="biases in conv and linear layers")
     validation_fraction: float = Field(0.1, ge=0, lt=1)
+    channels_last: bool = Field(
+        False,
+        description="hold networks and frames channels-last (NHWC): about 1.4x the training"
+        " speed on the CPU, weights different from the default layout's in the last bits",
+    )
     input: Literal["frames", "images"] = Field(
         "frames",
         description="what the CNN trains on: binned event frames, or the static images the"
