@@ -18,7 +18,7 @@ import numpy as np
 from tonic.transforms import ToFrame
 
 from spikescale.binning import frames_for_set, raster, to_frames
-from spikescale.events import EVENT_DTYPE, from_samples
+from spikescale.event_store import EVENT_DTYPE, from_samples
 
 SENSOR = (34, 34, 2)
 

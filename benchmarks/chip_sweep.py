@@ -29,7 +29,7 @@ import torch
 
 from spikescale import chip
 from spikescale.binning import raster
-from spikescale.events import iter_batches, read_metadata
+from spikescale.event_store import iter_batches, read_metadata
 from spikescale.model import load_cnn, scale_first_layer, to_snn
 from spikescale.params import ConversionParams, HardwareParams
 from spikescale.simulate import simulate

@@ -157,7 +157,7 @@ def predictions(counts: np.ndarray) -> np.ndarray:
 def pipeline_snn_and_raster(run: Path, samples: int, steps: int, factor: float):
     """The digits SNN of a pipeline run, scaled by ``factor``, and its first test recordings."""
     from spikescale.binning import raster as bin_raster
-    from spikescale.events import read_events
+    from spikescale.event_store import read_events
     from spikescale.model import scale_first_layer
     from spikescale.results import load_snn
 

@@ -4,11 +4,11 @@ A synthetic stream the size of N-MNIST (60,000 train + 10,000 test samples, abou
 events per sample, so about 290 M events; 34x34x2 sensor, about 300 ms per sample) is
 generated chunk by chunk, never whole, and pushed through the stages' own code:
 
-* ``events``: :class:`spikescale.events.EventStoreWriter`, chunks of 1,000 samples, as
+* ``events``: :class:`spikescale.event_store.EventStoreWriter`, chunks of 1,000 samples, as
   ``spikescale events`` writes a tonic dataset;
 * ``frames``: :func:`spikescale.frames.run_frames` with ``n_time_bins: 10`` (the default);
 * ``evaluate-read``: the test split read as evaluation reads it,
-  :func:`spikescale.events.iter_batches` with 64 samples per batch, plus the raster;
+  :func:`spikescale.event_store.iter_batches` with 64 samples per batch, plus the raster;
 * ``train-read``: one epoch of shuffled batches of 64 training frames from the
   memory-mapped frame file, as ``spikescale train`` reads them (no model).
 
@@ -49,7 +49,7 @@ def synthetic_chunks(
     Events per sample uniform in +-20 % of ``mean_events``; timestamps rise by random
     steps so a sample spans about ``duration_us``; pixels and polarities uniform.
     """
-    from spikescale.events import EVENT_DTYPE, EventSet
+    from spikescale.event_store import EVENT_DTYPE, EventSet
 
     for c, first in enumerate(range(0, n_samples, chunk)):
         rng = np.random.default_rng([seed, c])
@@ -74,7 +74,7 @@ def synthetic_chunks(
 
 
 def phase_events(args, work: Path) -> dict:
-    from spikescale.events import EventStoreWriter
+    from spikescale.event_store import EventStoreWriter
 
     out, generating = {}, 0.0
     for split, n, seed in (("train", args.train, 0), ("test", args.test, 1)):
@@ -114,7 +114,7 @@ def phase_frames(args, work: Path) -> dict:
 
 def phase_evaluate_read(args, work: Path) -> dict:
     from spikescale.binning import raster
-    from spikescale.events import iter_batches
+    from spikescale.event_store import iter_batches
 
     samples = events = 0
     for _, batch in iter_batches(work / "events" / "test.parquet", 64):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikescale.events import EVENT_DTYPE
+from spikescale.event_store import EVENT_DTYPE
 
 SENSORS = {
     "nmnist": (34, 34, 2),

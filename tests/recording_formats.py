@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from fake_datasets import encode_nmnist
-from spikescale.events import EVENT_DTYPE
+from spikescale.event_store import EVENT_DTYPE
 
 AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
 

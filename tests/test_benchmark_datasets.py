@@ -23,7 +23,7 @@ from fake_datasets import (
     write_ncaltech101_bin,
 )
 from spikescale.errors import InputError
-from spikescale.events import EVENT_DTYPE, read_events, read_metadata
+from spikescale.event_store import EVENT_DTYPE, read_events, read_metadata
 from spikescale.network import dataset_shape
 from spikescale.params import validate
 from spikescale.recordings import stratified_split

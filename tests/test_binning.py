@@ -11,7 +11,7 @@ from tonic.transforms import ToFrame
 
 from spikescale import binning
 from spikescale.binning import frames_for_set, raster, to_frames
-from spikescale.events import EVENT_DTYPE, from_samples
+from spikescale.event_store import EVENT_DTYPE, from_samples
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SOME = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

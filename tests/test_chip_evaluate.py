@@ -10,7 +10,7 @@ import torch
 from spikescale import chip
 from spikescale.collect import build_sweep
 from spikescale.evaluate import chip_tables, evaluate_factor, with_variant
-from spikescale.events import EVENT_DTYPE, EventSet, write_events
+from spikescale.event_store import EVENT_DTYPE, EventSet, write_events
 from spikescale.model import Architecture, build_cnn, scale_first_layer, to_snn
 from spikescale.params import ConversionParams, EvaluationParams, HardwareParams
 
@@ -85,7 +85,7 @@ def test_peaks_are_the_busiest_time_bins_of_every_core(tmp_path, network):
     import functools
 
     from spikescale.binning import raster
-    from spikescale.events import read_events
+    from spikescale.event_store import read_events
     from spikescale.simulate import simulate
 
     path = _events(tmp_path / "test.parquet")

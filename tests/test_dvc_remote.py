@@ -38,7 +38,7 @@ def test_dvc_added_raw_dataset_feeds_the_events_stage(tmp_path):
 
     from conftest import init_dvc, make_project
     from fake_datasets import random_events, write_nmnist, write_nmnist_bin
-    from spikescale.events import read_events
+    from spikescale.event_store import read_events
 
     dvc = str(BIN / "dvc")
     project = make_project(tmp_path / "project", {"dataset": {"name": "nmnist"}})

@@ -8,7 +8,7 @@ import pytest
 from conftest import BIN, make_project, run, snakemake
 from recording_formats import write_aedat4, write_bin, write_dat, write_npy, write_raw
 from spikescale.digits import make_digits
-from spikescale.events import read_events, read_metadata
+from spikescale.event_store import read_events, read_metadata
 from spikescale.params import DigitsParams
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 from spikescale.binning import raster
 from spikescale.digits import DIGIT_PX, SENSOR_SIZE, digits_images, make_digits
 from spikescale.errors import InputError, MissingInputError
-from spikescale.events import EVENT_DTYPE, EventSet
+from spikescale.event_store import EVENT_DTYPE, EventSet
 from spikescale.images import mnist_images, read_idx, single_channel
 from spikescale.params import DigitsParams
 

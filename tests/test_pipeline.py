@@ -242,7 +242,7 @@ def test_tonic_dataset_runs_the_whole_pipeline(tmp_path, name, downsample):
     the larger sensors downsampled (35 / 2: a partial block at the edge), in frames and SNN
     input alike (a mismatch would stop evaluate)."""
     from fake_datasets import SENSORS, WRITERS
-    from spikescale.events import read_events
+    from spikescale.event_store import read_events
 
     project = make_project(
         tmp_path, {"dataset": {"name": name}, "frames": {"downsample": downsample}}

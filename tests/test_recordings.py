@@ -27,7 +27,7 @@ from recording_formats import (
     write_npz,
     write_raw,
 )
-from spikescale.events import EVENT_DTYPE
+from spikescale.event_store import EVENT_DTYPE
 from spikescale.recordings import (
     ABSOLUTE_CLOCK_US,
     FORMATS,
@@ -536,8 +536,8 @@ def test_max_samples_per_class_and_argument_errors(tmp_path):
 
 def test_splits_feed_the_event_store_byte_for_byte_reproducibly(tmp_path):
     """The way the events stage will use a folder: infer, check, chunk, write, read back."""
-    from spikescale.dataset import chunked
-    from spikescale.events import EventStoreWriter, read_events
+    from spikescale.event_store import EventStoreWriter, read_events
+    from spikescale.events import chunked
 
     root = tmp_path / "recordings"
     layout = {"train": {"b": ["dat", "evt3", "npy"], "a": ["aedat4", "bin", "evt2"]}}

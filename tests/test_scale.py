@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from spikescale.events import (
+from spikescale.event_store import (
     EVENT_DTYPE,
     EventSet,
     EventStoreError,
@@ -222,7 +222,7 @@ def test_a_failed_stream_leaves_nothing(tmp_path):
 def test_events_stage_streams_a_tonic_dataset_in_chunks(tmp_path, monkeypatch):
     """Chunks of a few samples give the same files as the whole split written at once;
     a bad recording in the test split leaves neither split's file behind."""
-    import spikescale.dataset as dataset
+    import spikescale.events as events_stage
     from fake_datasets import write_nmnist, write_nmnist_bin
     from spikescale.params import DatasetParams
     from spikescale.tonic_datasets import BadSampleError, load_tonic
@@ -231,12 +231,12 @@ def test_events_stage_streams_a_tonic_dataset_in_chunks(tmp_path, monkeypatch):
         write_nmnist(tmp_path / "raw", split, per_class={0: 3, 4: 2, 9: 4}, seed=seed)
     p = DatasetParams(name="nmnist", root=str(tmp_path / "raw"))
     appended = []
-    monkeypatch.setattr(dataset, "CHUNK_SAMPLES", 2)
+    monkeypatch.setattr(events_stage, "CHUNK_SAMPLES", 2)
     original = EventStoreWriter.append
     monkeypatch.setattr(
         EventStoreWriter, "append", lambda self, b: appended.append(len(b)) or original(self, b)
     )
-    summaries = dataset.run_events(p, tmp_path / "events")
+    summaries = events_stage.run_events(p, tmp_path / "events")
     assert appended == [2, 2, 2, 2, 1] * 2
     for split in ("train", "test"):
         whole = load_tonic("nmnist", tmp_path / "raw", split)
@@ -250,7 +250,7 @@ def test_events_stage_streams_a_tonic_dataset_in_chunks(tmp_path, monkeypatch):
         tmp_path / "raw" / "NMNIST" / "Test" / "9" / "99999.bin", np.zeros(0, EVENT_DTYPE)
     )
     with pytest.raises(BadSampleError, match="99999.bin"):
-        dataset.run_events(p, tmp_path / "fresh")
+        events_stage.run_events(p, tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists() or list((tmp_path / "fresh").iterdir()) == []
 
 
@@ -355,7 +355,7 @@ _CHILD = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     from test_scale import synthetic, SENSOR, CLASSES
-    from spikescale.events import EventStoreWriter, iter_batches
+    from spikescale.event_store import EventStoreWriter, iter_batches
     from spikescale.frames import write_frames
     from spikescale.params import FramesParams
 

@@ -22,7 +22,7 @@ from fake_datasets import (
     write_nmnist_bin,
     write_npy,
 )
-from spikescale.events import EVENT_DTYPE
+from spikescale.event_store import EVENT_DTYPE
 from spikescale.tonic_datasets import (
     SKIP_REASONS,
     BadSampleError,

@@ -69,7 +69,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spikescale.errors import InputError
-from spikescale.events import EventSet
+from spikescale.event_store import EventSet
 
 _MODES = ("time_window", "event_count", "n_time_bins", "n_event_bins")
 

@@ -36,7 +36,7 @@ def _threads(n: int | None) -> None:
 
 
 def cmd_events(a) -> None:
-    from spikescale.dataset import run_events
+    from spikescale.events import run_events
 
     p = _params(a.params)
     summary = run_events(p.dataset, a.out_dir)
@@ -167,7 +167,7 @@ def cmd_schema(a) -> None:
 
 
 def cmd_check(a) -> None:
-    from spikescale.dataset import require_dataset
+    from spikescale.events import require_dataset
     from spikescale.network import check_network
 
     p = _params(a.params)

@@ -293,7 +293,7 @@ def frames_per_recording(training: dict, path: Path) -> float:
 def run_collect(p: Params, inputs: CollectInputs, out_dir: str | Path) -> dict:
     """Write sweep, layers, timecourse and samples tables, recommendation.json and
     metrics.json into ``out_dir``; returns the recommendation."""
-    from spikescale.events import read_metadata
+    from spikescale.event_store import read_metadata
     from spikescale.model import load_cnn, state_hash
 
     require(inputs.training, inputs.snn, inputs.events)

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from spikescale.events import EVENT_DTYPE, EventSet
+from spikescale.event_store import EVENT_DTYPE, EventSet
 from spikescale.params import DigitsParams
 
 SENSOR_SIZE = (34, 34, 2)

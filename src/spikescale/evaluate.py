@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from spikescale.binning import raster
 from spikescale.errors import InputError
-from spikescale.events import iter_batches, read_metadata
+from spikescale.event_store import iter_batches, read_metadata
 from spikescale.images import single_channel
 from spikescale.model import Architecture
 from spikescale.params import EvaluationParams, HardwareParams

@@ -8,7 +8,7 @@ ratio). ``np.load`` reads it as any ``.npz``; its members are stored
 uncompressed, so :func:`load_arrays` maps ``frames`` from the file
 (``numpy.memmap``) instead of reading it: training touches only the frames it uses.
 
-The split is binned batch by batch (:func:`~spikescale.events.iter_batches`), so memory is
+The split is binned batch by batch (:func:`~spikescale.event_store.iter_batches`), so memory is
 bounded by a batch of events and its frames, not by the split (full N-MNIST's 60,000
 training samples in 10 bins are 600,000 frames, 1.4 GB as uint8). The frame dtype is the
 smallest of uint8, int16, int32, int64 that holds the largest pixel count of the whole
@@ -29,7 +29,7 @@ import numpy as np
 
 from spikescale.binning import frames_for_set
 from spikescale.errors import InputError, MissingInputError
-from spikescale.events import EventSet, iter_batches, read_metadata
+from spikescale.event_store import EventSet, iter_batches, read_metadata
 from spikescale.io import atomic_path
 from spikescale.params import FramesParams
 

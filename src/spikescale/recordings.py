@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from spikescale.errors import InputError
-from spikescale.events import EVENT_DTYPE
+from spikescale.event_store import EVENT_DTYPE
 from spikescale.tonic_datasets import (
     ON_BAD_SAMPLE,
     SKIP_REASONS,
@@ -269,7 +269,7 @@ def find_recordings(root: str | Path, *, test_fraction: float, seed: int) -> Rec
 class RecordingEvents:
     """One recording's events and what was done to its clock.
 
-    ``events`` are :data:`~spikescale.events.EVENT_DTYPE`, sorted by ``t`` (stable),
+    ``events`` are :data:`~spikescale.event_store.EVENT_DTYPE`, sorted by ``t`` (stable),
     microseconds; ``moved_by_us`` was subtracted from every timestamp (0: the file's own
     clock is kept). ``geometry`` is the sensor the file says it was recorded with,
     ``(width, height, 2)``, where the format states it (AEDAT 4, Prophesee), else None.

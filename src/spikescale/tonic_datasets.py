@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from spikescale.errors import InputError, MissingInputError
-from spikescale.events import EVENT_DTYPE, EventSet, from_samples
+from spikescale.event_store import EVENT_DTYPE, EventSet, from_samples
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ class TonicSplit:
     """A located split of a tonic dataset, read sample by sample when iterated.
 
     Iterating yields ``(events, label)`` per usable recording (``events`` in
-    :data:`~spikescale.events.EVENT_DTYPE`, sorted by ``t``). ``skipped`` counts the
+    :data:`~spikescale.event_store.EVENT_DTYPE`, sorted by ``t``). ``skipped`` counts the
     recordings left out by reason, complete once an iteration has ended; an iteration
     that finds no usable recording raises :class:`BadSampleError` at its end.
     ``sensor_size`` and ``classes`` are the registry entry's (tonic's where tonic states

@@ -245,7 +245,7 @@ def run_train(
     """The stage: train the CNN on the training frames (or, with ``training.input:
     images``, on the images the recordings were made from), or import its checkpoint;
     write the model and the training report; return the report."""
-    from spikescale.events import read_metadata
+    from spikescale.event_store import read_metadata
     from spikescale.frames import load_arrays
     from spikescale.io import write_json
     from spikescale.model import save_cnn

@@ -6,7 +6,7 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-from spikescale.dataset import require_dataset
+from spikescale.events import require_dataset
 from spikescale.errors import InputError
 from spikescale.params import (
     DatasetParams,

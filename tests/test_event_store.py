@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from spikescale.events import (
+from spikescale.event_store import (
     EVENT_DTYPE,
     EventStoreError,
     from_samples,
@@ -54,7 +54,7 @@ def test_missing_and_corrupt_files_name_the_file(tmp_path):
 
 
 def test_writing_is_atomic(tmp_path, monkeypatch):
-    import spikescale.events as ev
+    import spikescale.event_store as ev
 
     def boom(*a, **k):
         raise OSError("disk full")
