@@ -16,13 +16,16 @@ import numba
 PLAIN_ACCUMULATE = os.environ.get("SPIKESCALE_PLAIN_ACCUMULATE", "") not in ("", "0")
 CACHE = not (PLAIN_ACCUMULATE or numba.config.BOUNDSCHECK)
 
-#: the driver: releases the GIL; float errors give inf / nan as in numpy, no exceptions
-driver = numba.njit(cache=CACHE, nogil=True, error_model="numpy")
-#: a kernel, called by the driver for each operation and step. Kernels allocate nothing and
-#: keep no array beyond the call (the driver owns them all), so they are compiled without
-#: numba's reference counting (``_nrt=False``, a numba option named as private): with it,
-#: taking an array out of a NamedTuple costs an atomic increment and decrement per array
-#: and call, which made the simulation 20-35 % slower.
-jit = numba.njit(cache=CACHE, nogil=True, error_model="numpy", _nrt=False)
-#: a small helper of the hot loops: inlined, so that no call or array bookkeeping remains
+#: the entry point called from Python: allocates a thread's work arrays. Releases the GIL;
+#: float errors give inf / nan as in numpy, no exceptions
+entry = numba.njit(cache=CACHE, nogil=True, error_model="numpy")
+#: the sample loop, with every kernel inlined into it. It allocates nothing and keeps no
+#: array beyond the call (the entry point owns them all), so it is compiled without numba's
+#: reference counting (``_nrt=False``, a numba option named as private): with it, taking an
+#: array out of a NamedTuple costs an atomic increment and decrement. Measured against the
+#: flat-argument kernels of 723e33d: kernels as separate functions taking the NamedTuples
+#: were 20-35 % slower with reference counting and 5-10 % without (each call copies the
+#: tuples' 18 array structs); inlined, they are as fast, and the cold compile is no longer.
+loop = numba.njit(cache=CACHE, nogil=True, error_model="numpy", _nrt=False)
+#: a kernel or a helper of the hot loops: inlined into the sample loop
 inline = numba.njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")

@@ -6,14 +6,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spikescale.simulate.events.jit import driver, inline
+from spikescale.simulate.events.jit import entry, inline, loop
 from spikescale.simulate.events.kernels import (
     conv_iaf,
     emit_conv,
     iaf,
     linear,
-    pool,
     pool_emit,
+    pool_sums,
     scan,
     scatter_conv,
 )
@@ -72,11 +72,13 @@ def new_work(sizes, n_ops):
 def start_sample(ops, work):
     """Membranes and counts at zero, pending lists empty, unless the neurons' initial
     state is not at rest: then every position is updated at the first step."""
-    work.counts[:] = 0
+    for j in range(work.counts.shape[0]):
+        work.counts[j] = 0
     for k in range(ops.shape[0]):
         op = ops[k]
         if op.kind == OP_IAF or op.kind == OP_CONV_IAF:
-            work.v[op.v : op.v + op.positions * op.channels] = 0
+            for j in range(op.v, op.v + op.positions * op.channels):
+                work.v[j] = 0
             work.pending_sel[k] = 0
             work.pending_n[k] = 0
             if moves_at_rest(np.float32(0.0), neuron_of(op, op.multi, op.to_value)):
@@ -85,16 +87,23 @@ def start_sample(ops, work):
                 work.pending_n[k] = op.positions
 
 
-@driver
+@entry
 def run_samples(frames, net, sizes, checkpoints, counts, snaps, b0, b1):
     """Simulate samples ``b0 .. b1-1`` of ``frames`` (batch, steps, input values), writing
     their rows of ``counts`` (spikes per neuron) and ``snaps`` (the output layer's
     cumulative counts at each of the sorted ``checkpoints``). Releases the GIL: threads
     run disjoint ranges of samples."""
+    work = new_work(sizes, net.ops.shape[0])
+    simulate_samples(frames, net, work, checkpoints, counts, snaps, b0, b1)
+
+
+@loop
+def simulate_samples(frames, net, work, checkpoints, counts, snaps, b0, b1):
+    """:func:`run_samples` with the thread's ``work`` arrays. Each operation of the
+    program, in order, gets the active positions of the one before."""
     ops = net.ops
     n_ops = ops.shape[0]
     steps = frames.shape[1]
-    work = new_work(sizes, n_ops)
     last = ops[n_ops - 1]  # the output layer (a program ends with neurons)
     cur = 0
     for b in range(b0, b1):
@@ -105,17 +114,17 @@ def run_samples(frames, net, sizes, checkpoints, counts, snaps, b0, b1):
             n = scan(frames[b, t], ops[0], work, cur)
             for k in range(1, n_ops):
                 op = ops[k]
-                if op.kind == OP_CONV_IAF:
+                if op.kind == OP_CONV_IAF or op.kind == OP_CONV:
                     npos = scatter_conv(op, net, work, n, cur)
-                    pooling = ops[k + 1] if op.pooled else op
-                    n = conv_iaf(op, pooling, net, work, npos, cur)
-                elif op.kind == OP_CONV:
-                    npos = scatter_conv(op, net, work, n, cur)
-                    n = emit_conv(op, net, work, npos)
-                elif op.kind == OP_POOL and op.fed:  # n: the windows conv_iaf touched
-                    n = pool_emit(op, work, n)
+                    if op.kind == OP_CONV:
+                        n = emit_conv(op, net, work, npos)
+                    else:
+                        pooling = ops[k + 1] if op.pooled else op
+                        n = conv_iaf(op, pooling, net, work, npos, cur)
                 elif op.kind == OP_POOL:
-                    n = pool(op, net, work, n, cur)
+                    # fed: n is the number of windows conv_iaf touched and summed
+                    npos = n if op.fed else pool_sums(op, net, work, n, cur)
+                    n = pool_emit(op, work, npos)
                 elif op.kind == OP_LINEAR:
                     n = linear(op, net, work, n)
                 else:
@@ -124,4 +133,5 @@ def run_samples(frames, net, sizes, checkpoints, counts, snaps, b0, b1):
                 for j in range(snaps.shape[2]):
                     snaps[b, ck, j] = work.counts[last.v + j]
                 ck += 1
-        counts[b, :] = work.counts
+        for j in range(counts.shape[1]):
+            counts[b, j] = work.counts[j]
