@@ -13,6 +13,8 @@ tolerance of the issue: identical predictions, spike totals within 0.1 %.
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 import pytest
@@ -24,7 +26,9 @@ from hypothesis import strategies as st
 from sinabs.activation import MembraneReset, MembraneSubtract, MultiSpike, SingleSpike
 from torch import nn
 
-from spikescale.simulate import _accumulate, _pair, simulate, simulate_fast_cpu, simulate_fast_torch
+from spikescale.simulate import simulate, simulate_fast_cpu, simulate_fast_torch
+from spikescale.simulate.events.simd import accumulate_loop, accumulate_simd
+from spikescale.simulate.graph import pair
 
 
 @pytest.fixture(autouse=True)
@@ -96,11 +100,11 @@ def conv_layers(draw, shape: tuple[int, int, int]) -> tuple[nn.Conv2d, tuple[int
     kh = draw(st.integers(1, min(3, h)))
     kw = draw(st.integers(1, min(3, w))) if draw(st.booleans()) else min(kh, w)
     stride = draw(st.sampled_from([1, 1, 1, 2, 3, (1, 2), (2, 1)]))
-    sh, sw = _pair(stride)
+    sh, sw = pair(stride)
     dilation = 1
     if draw(st.integers(0, 3)) == 0 and min(h, w) > 2 * max(kh, kw):
         dilation = draw(st.sampled_from([2, (1, 2), (2, 1)]))
-    dh, dw = _pair(dilation)
+    dh, dw = pair(dilation)
     pad_kind = draw(st.sampled_from(["int", "int", "pair", "same", "valid"]))
     if pad_kind == "same" and (sh, sw) == (1, 1):
         padding: int | tuple[int, int] | str = "same"
@@ -209,7 +213,11 @@ def cases(draw):
     return nn.Sequential(*layers), raster, checkpoints
 
 
-SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# tests/test_simulate_checked.py reruns this module with bounds checks, on fewer examples
+EXAMPLES = int(os.environ.get("SPIKESCALE_TEST_EXAMPLES", "80"))
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @SETTINGS
@@ -220,7 +228,9 @@ def test_fast_cpu_equals_sinabs_exactly(case):
     assert_same(simulate(model, raster, checkpoints, backend="fast"), reference)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=min(25, EXAMPLES), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(cases(), st.integers(1, 7))
 def test_fast_torch_equals_sinabs_exactly(case, chunk):
     """The dense torch path (the one that runs on CUDA), with time split into chunks."""
@@ -419,16 +429,23 @@ def test_string_and_asymmetric_padding(padding, kernel):
 
 
 @numba.njit
-def _call_accumulate(acc, ab, span, xs, offs, n, w, wb):
-    _accumulate(acc, ab, span, xs, offs, n, w, wb)
+def _call_accumulate_simd(acc, ab, span, xs, offs, n, w, wb):
+    accumulate_simd(acc, ab, span, xs, offs, n, w, wb)
 
 
+@numba.njit
+def _call_accumulate_loop(acc, ab, span, xs, offs, n, w, wb):
+    accumulate_loop(acc, ab, span, xs, offs, n, w, wb)
+
+
+@pytest.mark.parametrize("helper", [_call_accumulate_simd, _call_accumulate_loop])
 @pytest.mark.parametrize("span", [1, 7, 8, 9, 16, 23, 24, 31, 32, 33, 48, 65, 96, 100])
 @pytest.mark.parametrize("n", [0, 1, 6])
-def test_accumulate_sums_terms_in_order(span, n):
-    """The scatter's LLVM IR helper: every accumulator ends with the float32 sum that a
-    plain loop over the terms gives, bit for bit, however its lanes fall into registers
-    (32, 16 and 8 lanes, then single ones); nothing outside its range changes."""
+def test_accumulate_sums_terms_in_order(helper, span, n):
+    """The scatter's LLVM IR helper and its plain-loop twin: every accumulator ends with
+    the float32 sum that a plain loop over the terms gives, bit for bit, however its lanes
+    fall into registers (32, 16 and 8 lanes, then single ones); nothing outside its range
+    changes."""
     rng = np.random.default_rng(100 * span + n)
     w = rng.standard_normal(6 * span + 20).astype(np.float32)
     xs = rng.standard_normal(n).astype(np.float32)
@@ -437,8 +454,62 @@ def test_accumulate_sums_terms_in_order(span, n):
     expected = acc.copy()
     for x, off in zip(xs, offs):
         expected[3 : 3 + span] = expected[3 : 3 + span] + x * w[11 + off : 11 + off + span]
-    _call_accumulate(acc, 3, span, xs, offs, n, w, 11)
+    helper(acc, 3, span, xs, offs, n, w, 11)
     np.testing.assert_array_equal(acc, expected)
+
+
+@pytest.mark.skipif(
+    os.environ.get("SPIKESCALE_PLAIN_ACCUMULATE") != "1", reason="the checked build only"
+)
+def test_checked_build_checks():
+    """Run by tests/test_simulate_checked.py: the kernels use the plain-loop twin, and
+    numba's bounds checks are on (an index past the end raises)."""
+    from spikescale.simulate.events import simd
+
+    assert simd.accumulate is simd.accumulate_loop and numba.config.BOUNDSCHECK
+    acc, xs, offs, w = (
+        np.zeros(4, np.float32),
+        np.ones(1, np.float32),
+        np.zeros(1, np.int64),
+        np.ones(8, np.float32),
+    )
+    with pytest.raises(IndexError):
+        _call_accumulate_loop(acc, 0, 5, xs, offs, 1, w, 0)
+
+
+# widths whose spans take every path of the SIMD helper: single lanes, 8, 16 and 32 lanes
+# and their mixtures (63 = 32 + 16 + 8 + 7)
+LANE_WIDTHS = [1, 5, 8, 16, 24, 32, 40, 63]
+
+
+@pytest.mark.parametrize("width", LANE_WIDTHS)
+def test_every_lane_width_equals_sinabs_exactly(width):
+    """Networks wide enough for every lane width of :func:`accumulate_simd`: a convolution
+    of ``width`` output channels (its row scatter sums spans of 1-3 positions of ``width``
+    channels) and a linear layer of ``width`` outputs, with dyadic weights, against
+    sinabs spike for spike."""
+    torch.manual_seed(width)
+    model = nn.Sequential(
+        nn.Conv2d(2, width, 3, padding=1, bias=False),
+        sl.IAFSqueeze(batch_size=1),
+        nn.AvgPool2d(2),
+        nn.Conv2d(width, 8, 3, padding=1, bias=True),
+        sl.IAFSqueeze(batch_size=1, spike_fn=SingleSpike, reset_fn=MembraneReset()),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, width, bias=False),
+        sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0),
+    )
+    dyadic(model)
+    for m in model:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.weight.mul_(4.0)
+    rng = np.random.default_rng(width)
+    active = rng.random((2, 30, 2, 8, 8)) < 0.3
+    raster = torch.from_numpy(active * rng.integers(1, 3, active.shape)).float()
+    checkpoints = np.array([0, 14, 29])
+    fast = simulate(model, raster, checkpoints, backend="fast")
+    assert_same(fast, simulate(model, raster, checkpoints, backend="sinabs"))
+    assert all(c.sum() > 0 for c in fast.layer_counts), "a silent layer compares nothing"
 
 
 # ---------------------------------------------------------------------------------------
