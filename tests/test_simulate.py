@@ -27,7 +27,7 @@ from sinabs.activation import MembraneReset, MembraneSubtract, MultiSpike, Singl
 from torch import nn
 
 from spikescale.simulate import simulate, simulate_fast_cpu, simulate_fast_torch
-from spikescale.simulate.events.simd import accumulate_loop, accumulate_simd
+from spikescale.simulate.event_driven.simd import accumulate_loop, accumulate_simd
 from spikescale.simulate.graph import pair
 
 
@@ -464,7 +464,7 @@ def test_accumulate_sums_terms_in_order(helper, span, n):
 def test_checked_build_checks():
     """Run by tests/test_simulate_checked.py: the kernels use the plain-loop twin, and
     numba's bounds checks are on (an index past the end raises)."""
-    from spikescale.simulate.events import simd
+    from spikescale.simulate.event_driven import simd
 
     assert simd.accumulate is simd.accumulate_loop and numba.config.BOUNDSCHECK
     acc, xs, offs, w = (

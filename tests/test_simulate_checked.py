@@ -1,11 +1,11 @@
 """The simulator's tests once more, with numba's bounds checks on.
 
-The event-driven kernels index flat arrays at offsets that :mod:`spikescale.simulate.events.
+The event-driven kernels index flat arrays at offsets that :mod:`spikescale.simulate.event_driven.
 program` computes; a layout mistake would read or write the wrong memory silently. Here
 ``tests/test_simulate.py`` runs in a subprocess with ``NUMBA_BOUNDSCHECK=1`` and the
 plain-loop twin of the SIMD helper (``SPIKESCALE_PLAIN_ACCUMULATE=1``; the LLVM IR helper
 has no checks), so every index becomes an IndexError instead. The checked build is
-compiled afresh and never cached (see :mod:`spikescale.simulate.events.jit`); its numba
+compiled afresh and never cached (see :mod:`spikescale.simulate.event_driven.jit`); its numba
 cache folder is a temporary one all the same. The random-network tests run on fewer
 examples (``SPIKESCALE_TEST_EXAMPLES``) to keep the time modest.
 """

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from spikescale.simulate.dense import simulate_fast_torch
-from spikescale.simulate.events import simulate_fast_cpu
+from spikescale.simulate.event_driven import simulate_fast_cpu
 from spikescale.simulate.graph import parse_model
 from spikescale.simulate.reference import simulate_sinabs, spiking_layers
 from spikescale.simulate.result import SimulationResult

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from spikescale.simulate.events.jit import inline
-from spikescale.simulate.events.neuron import iaf_position, neuron_of
-from spikescale.simulate.events.simd import accumulate
+from spikescale.simulate.event_driven.jit import inline
+from spikescale.simulate.event_driven.neuron import iaf_position, neuron_of
+from spikescale.simulate.event_driven.simd import accumulate
 
 # ---------------------------------------------------------------------------------------
 # bookkeeping

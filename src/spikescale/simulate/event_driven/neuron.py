@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spikescale.simulate.events.jit import inline
+from spikescale.simulate.event_driven.jit import inline
 
 
 class Neuron(NamedTuple):

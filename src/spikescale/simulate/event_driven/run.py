@@ -6,8 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spikescale.simulate.events.jit import entry, inline, loop
-from spikescale.simulate.events.kernels import (
+from spikescale.simulate.event_driven.jit import entry, inline, loop
+from spikescale.simulate.event_driven.kernels import (
     conv_iaf,
     emit_conv,
     iaf,
@@ -17,8 +17,8 @@ from spikescale.simulate.events.kernels import (
     scan,
     scatter_conv,
 )
-from spikescale.simulate.events.neuron import moves_at_rest, neuron_of
-from spikescale.simulate.events.program import (
+from spikescale.simulate.event_driven.neuron import moves_at_rest, neuron_of
+from spikescale.simulate.event_driven.program import (
     OP_CONV,
     OP_CONV_IAF,
     OP_IAF,

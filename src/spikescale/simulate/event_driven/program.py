@@ -3,7 +3,7 @@
 The program is one row per operation, a numpy structured array whose fields numba reads by
 name (:data:`OP`), and four shared read-only arrays: weights, biases, index tables and the
 rows themselves travel together as :class:`Net`. Every offset into a per-thread work array
-(:class:`~spikescale.simulate.events.run.Work`) is fixed here, and so are the sizes of those
+(:class:`~spikescale.simulate.event_driven.run.Work`) is fixed here, and so are the sizes of those
 arrays (:class:`Sizes`). Row 0 is the raster's frame (:data:`OP_INPUT`), so that every
 other operation finds its input where its ``in_values`` / ``in_active`` say.
 

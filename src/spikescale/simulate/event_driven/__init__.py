@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from spikescale.simulate.events.program import compile_program, to_torch_order
-from spikescale.simulate.events.run import run_samples
+from spikescale.simulate.event_driven.program import compile_program, to_torch_order
+from spikescale.simulate.event_driven.run import run_samples
 from spikescale.simulate.graph import parse_model
 from spikescale.simulate.result import SimulationResult, check_raster, checkpoint_steps
 

@@ -15,7 +15,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from spikescale.simulate.events.jit import PLAIN_ACCUMULATE, inline
+from spikescale.simulate.event_driven.jit import PLAIN_ACCUMULATE, inline
 
 _F32, _I32, _I64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
 _V8 = ir.VectorType(_F32, 8)
