@@ -11,7 +11,7 @@ Two backends:
 ``"sinabs"``
     The reference: sinabs's own layers, dense over every time step (:mod:`.reference`).
 ``"fast"``
-    The same arithmetic, event-driven on the CPU (:mod:`.events`, a numba kernel);
+    The same arithmetic, event-driven on the CPU (:mod:`.event_driven`, a numba kernel);
     elsewhere, e.g. CUDA, dense torch operators on chunks of time steps (:mod:`.dense`).
     Both start from the model graph of :mod:`.graph`: the layers checked and flattened
     into operations with their shapes.
