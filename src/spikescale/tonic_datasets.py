@@ -680,8 +680,9 @@ def _pokerdvs_source(entry: TonicDataset, split: str) -> str:
 _XYTP = np.dtype([(n, np.int64) for n in "xytp"])  # tonic's NMNIST/NCALTECH101 dtype
 
 
-def _decode_nmnist(path: Path, sensor_size) -> np.ndarray:
-    """A 40-bit ``.bin`` read by ``tonic.io.read_mnist_file`` (N-MNIST, N-Caltech101)."""
+def _read_40bit(path: Path) -> np.ndarray:
+    """A 40-bit ``.bin`` (N-MNIST, N-Caltech101) read by ``tonic.io.read_mnist_file``, after
+    checking that it holds whole events and at least one."""
     size = path.stat().st_size
     if size % 5:
         raise _Bad(
@@ -691,7 +692,12 @@ def _decode_nmnist(path: Path, sensor_size) -> np.ndarray:
         raise _Bad("empty", "the recording holds no events")
     from tonic.io import read_mnist_file
 
-    events = read_mnist_file(str(path), dtype=_XYTP)
+    return read_mnist_file(str(path), dtype=_XYTP)
+
+
+def _decode_nmnist(path: Path, sensor_size) -> np.ndarray:
+    """An N-MNIST ``.bin`` as tonic reads it, checked against the sensor."""
+    events = _read_40bit(path)
     _check_events({n: events[n] for n in ("x", "y", "t", "p")}, sensor_size)
     return events
 
@@ -699,16 +705,7 @@ def _decode_nmnist(path: Path, sensor_size) -> np.ndarray:
 def _decode_ncaltech101(path: Path, sensor_size) -> np.ndarray:
     """An N-Caltech101 ``.bin`` as tonic's ``NCALTECH101.__getitem__`` decodes it (40-bit
     events, x and y moved to start at 0), checked against the padded sensor."""
-    size = path.stat().st_size
-    if size % 5:
-        raise _Bad(
-            "corrupt", f"truncated: {size} bytes is not a whole number of 5-byte (40-bit) events"
-        )
-    if size == 0:
-        raise _Bad("empty", "the recording holds no events")
-    from tonic.io import read_mnist_file
-
-    events = read_mnist_file(str(path), dtype=_XYTP)
+    events = _read_40bit(path)
     events["x"] -= events["x"].min()
     events["y"] -= events["y"].min()
     _check_events({n: events[n] for n in ("x", "y", "t", "p")}, sensor_size)
