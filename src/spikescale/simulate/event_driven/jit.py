@@ -26,6 +26,8 @@ entry = numba.njit(cache=CACHE, nogil=True, error_model="numpy")
 #: flat-argument kernels of 723e33d: kernels as separate functions taking the NamedTuples
 #: were 20-35 % slower with reference counting and 5-10 % without (each call copies the
 #: tuples' 18 array structs); inlined, they are as fast, and the cold compile is no longer.
+#: The exception is the convolution scatter (see :func:`.kernels.scatter_conv`), whose work
+#: per call is large: it is a function of this flavour, called from the sample loop.
 loop = numba.njit(cache=CACHE, nogil=True, error_model="numpy", _nrt=False)
 #: a kernel or a helper of the hot loops: inlined into the sample loop
 inline = numba.njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")

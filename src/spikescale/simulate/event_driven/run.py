@@ -115,7 +115,7 @@ def simulate_samples(frames, net, work, checkpoints, counts, snaps, b0, b1):
             for k in range(1, n_ops):
                 op = ops[k]
                 if op.kind == OP_CONV_IAF or op.kind == OP_CONV:
-                    npos = scatter_conv(op, net, work, n, cur)
+                    npos = scatter_conv(op, net, work, np.int64(n), cur)
                     if op.kind == OP_CONV:
                         n = emit_conv(op, net, work, npos)
                     else:
