@@ -46,10 +46,10 @@ def memory_format(frames: np.ndarray, channels_last: bool) -> torch.memory_forma
 
 def to_batch(frames: np.ndarray, device: str, channels_last: bool = False) -> torch.Tensor:
     """A batch of frames (any integer or float dtype) as float32 on ``device``, laid out
-    as :func:`memory_format` says: one conversion, one copy."""
-    rows = torch.from_numpy(np.ascontiguousarray(frames))
-    layout = memory_format(frames, channels_last)
-    return rows.to(device=device, dtype=torch.float32, memory_format=layout)
+    as :func:`memory_format` says. The float32 copy is the batch's own (a slice of the
+    read-only frame file is never handed to torch)."""
+    rows = torch.from_numpy(np.array(frames, dtype=np.float32))
+    return rows.to(device=device, memory_format=memory_format(frames, channels_last))
 
 
 def take(frames: np.ndarray, idx: np.ndarray) -> np.ndarray:
