@@ -127,14 +127,14 @@ def phase_evaluate_read(args, work: Path) -> dict:
 
 def phase_train_read(args, work: Path) -> dict:
     from spikescale.frames import load_arrays
-    from spikescale.train import take, to_tensor
+    from spikescale.train import take, to_batch
 
     train = load_arrays(work / "frames" / "train.npz")
     frames = train["frames"]
     order = np.random.default_rng(0).permutation(len(frames))
     total = 0.0
     for start in range(0, len(order), 64):
-        total += float(to_tensor(take(frames, order[start : start + 64])).sum())
+        total += float(to_batch(take(frames, order[start : start + 64]), "cpu").sum())
     return {
         "frames": len(frames),
         "frame_dtype": str(frames.dtype),

@@ -94,6 +94,20 @@ def init_dvc(cwd: Path) -> None:
     run(["git", "commit", "-qm", "project"], cwd)
 
 
+@pytest.fixture
+def no_tonic_download(monkeypatch):
+    """Any attempt of tonic to download (or copy an archive in) fails the test."""
+    from spikescale.tonic_datasets import DATASETS
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("tonic tried to download")
+
+    for entry in DATASETS.values():
+        cls = entry.tonic()
+        monkeypatch.setattr(cls, "download", refuse, raising=False)
+        monkeypatch.setattr(cls, "_copy_and_extract_local_data", refuse, raising=False)
+
+
 @pytest.fixture(scope="session")
 def snakemake_project(tmp_path_factory) -> Path:
     """The reduced pipeline, run once by Snakemake."""

@@ -40,16 +40,7 @@ TONIC = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_download(monkeypatch):
-    """Any attempt of tonic to download fails the test: everything here is offline."""
-
-    def refuse(self, *args, **kwargs):
-        raise AssertionError("tonic tried to download")
-
-    for cls in TONIC.values():
-        monkeypatch.setattr(cls, "download", refuse, raising=False)
-        monkeypatch.setattr(cls, "_copy_and_extract_local_data", refuse, raising=False)
+pytestmark = pytest.mark.usefixtures("no_tonic_download")  # everything here is offline
 
 
 def assert_matches(es, written):

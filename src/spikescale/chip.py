@@ -742,9 +742,9 @@ def synops_rates(
     ``synops_per_sample``: (samples, layers) operations into each layer over a recording
     of ``duration_s`` seconds (what the evaluate stage counts). ``synops_per_bin``, if
     given: (samples, bins, k) or (bins, k) operations per time bin of ``bin_s`` seconds
-    into the first k layers (k <= layers: the evaluation counts the first layer's per bin
-    from its input, the others' only per sample). A layer's peak is its busiest bin where
-    it has bins, else its busiest sample's mean rate (``peak_from`` says which).
+    into the first k layers (k <= layers; the evaluate stage gives every layer's,
+    :func:`synops_per_step`). A layer's peak is its busiest bin where it has bins, else its
+    busiest sample's mean rate (``peak_from`` says which).
     ``limit_synops_per_second_per_core``: hardware.synops_per_second_per_core.
     """
     per_sample = np.asarray(synops_per_sample, dtype=np.float64)

@@ -32,10 +32,6 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(frames, dtype=np.float32))
-
-
 def memory_format(frames: np.ndarray, channels_last: bool) -> torch.memory_format:
     """Channels-last for 4-D (frames, channels, height, width) input where asked for, else
     the default layout."""
