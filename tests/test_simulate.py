@@ -27,6 +27,7 @@ from sinabs.activation import MembraneReset, MembraneSubtract, MultiSpike, Singl
 from torch import nn
 
 from spikescale.simulate import simulate, simulate_fast_cpu, simulate_fast_torch
+from spikescale.simulate.event_driven.blocks import block_unchecked
 from spikescale.simulate.event_driven.simd import accumulate_loop, accumulate_simd
 from spikescale.simulate.graph import pair
 
@@ -458,15 +459,38 @@ def test_accumulate_sums_terms_in_order(helper, span, n):
     np.testing.assert_array_equal(acc, expected)
 
 
+@numba.njit
+def _write_through_block(a, start, n):
+    view = block_unchecked(a, start, n)
+    for i in range(view.shape[0]):
+        view[i] = -view[i]
+    return view
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.int64])
+@pytest.mark.parametrize(("start", "n"), [(0, 0), (0, 10), (3, 4), (9, 1), (10, 0)])
+def test_unchecked_block_is_the_slice(dtype, start, n):
+    """The kernels' unchecked view is ``a[start:start + n]``: same values, and writes go
+    through to ``a``."""
+    a = np.arange(1, 11, dtype=dtype)
+    view = _write_through_block(a, start, n)
+    expected = np.arange(1, 11, dtype=dtype)
+    expected[start : start + n] *= -1
+    np.testing.assert_array_equal(a, expected)
+    np.testing.assert_array_equal(view, a[start : start + n])
+    assert view.dtype == a.dtype
+
+
 @pytest.mark.skipif(
     os.environ.get("SPIKESCALE_PLAIN_ACCUMULATE") != "1", reason="the checked build only"
 )
 def test_checked_build_checks():
     """Run by tests/test_simulate_checked.py: the kernels use the plain-loop twin, and
     numba's bounds checks are on (an index past the end raises)."""
-    from spikescale.simulate.event_driven import simd
+    from spikescale.simulate.event_driven import blocks, simd
 
     assert simd.accumulate is simd.accumulate_loop and numba.config.BOUNDSCHECK
+    assert blocks.block is blocks.block_checked
     acc, xs, offs, w = (
         np.zeros(4, np.float32),
         np.ones(1, np.float32),

@@ -23,6 +23,8 @@ The modules, in the order data flows:
     IAF, pooling, linear) and their bookkeeping helpers.
 ``neuron``
     The IAF update, sinabs's float32 operations in sinabs's order.
+``blocks``
+    Views of an operation's blocks of the work arrays, which the kernels index from zero.
 ``simd``
     The SIMD helper of the scatter and the linear layer (LLVM IR) and its plain-loop twin.
 ``jit``

@@ -12,19 +12,21 @@ position and the arithmetic runs over contiguous channels, in float32 throughout
 inlined into the sample loop (:func:`~.run.simulate_samples`), see :mod:`.jit` for why,
 except :func:`scatter_conv`, a function of its own (see there).
 
-Indices: positions and offsets are signed (see :mod:`.program`); the loops over a
-position's channels, the per-pixel loop of the scan, the list reads of :func:`conv_iaf`
-and the list writers (:func:`append`, :func:`touch`) make their index unsigned where it
-is formed (``np.uint64``): numba then skips the negative-index wraparound test, which
-otherwise keeps LLVM from vectorising the channel loops (measured: the IAF update ran in
-single lanes, 2x slower), and costs a compare and select per read in the position loops
-(measured on conv_iaf's reads: 1.5 % of the time at scale factor 64).
+Indices: a kernel first takes views of its operation's blocks (:func:`~.blocks.block`:
+its lists, stamps, tables) and of each position's channel vector, and indexes those from
+zero; no index is cast. The index types are those :mod:`.program` declares. numba tests a
+signed index for negative values (Python's wraparound), and LLVM drops that test where it
+can see the index is a loop counter from zero, which it is in every channel loop and in
+the scan's pixel loops: those run in SIMD lanes (with the test on an offset computed in
+the loop they ran in single lanes, 2x slower, and the scan made the simulation 40 %
+slower at scale factor 1).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from spikescale.simulate.event_driven.blocks import block
 from spikescale.simulate.event_driven.jit import inline, loop
 from spikescale.simulate.event_driven.neuron import iaf_position, neuron_of
 from spikescale.simulate.event_driven.simd import accumulate
@@ -34,68 +36,66 @@ from spikescale.simulate.event_driven.simd import accumulate
 
 
 @inline
-def zero(a, start, count):
-    start = np.uint64(start)
-    for j in range(np.uint64(count)):
-        a[start + j] = 0.0
+def clear(vec):
+    for j in range(vec.shape[0]):
+        vec[j] = 0.0
 
 
 @inline
-def append(lst, at, n, q, flag):
-    """Append ``q`` to the list of ``n`` entries at ``lst[at:]`` if ``flag``: written
-    always, counted only if ``flag``, so no branch to mispredict. Returns the new length."""
-    lst[np.uint64(at + n)] = q
+def append(lst, n, q, flag):
+    """Append ``q`` to the list ``lst`` of ``n`` entries if ``flag``: written always,
+    counted only if ``flag``, so no branch to mispredict. Returns the new length."""
+    lst[n] = q
     return n + flag
 
 
 @inline
-def touch(stamps, touched, at, q, cur, n):
-    """Mark output position ``q`` touched in step ``cur`` (``stamps``, and the list of
-    ``n`` positions touched so far, both at ``at``), listing it if this is its first touch.
-    Returns the new length of the list."""
-    i = np.uint64(at + q)
-    if stamps[i] != cur:
-        stamps[i] = cur
-        touched[np.uint64(at + n)] = q
+def touch(stamps, touched, q, cur, n):
+    """Mark position ``q`` touched in step ``cur`` (``stamps``), listing it in ``touched``
+    (of ``n`` positions so far) if this is its first touch. Returns the new length of the
+    list."""
+    if stamps[q] != cur:
+        stamps[q] = cur
+        touched[n] = q
         n += 1
     return n
 
 
 @inline
-def pending_lists(op, pending_sel):
-    """Start of the pending list read this step and of the one written for the next."""
-    sel = pending_sel[op.index]
-    return op.pending + sel * op.positions, op.pending + (1 - sel) * op.positions
+def pending_lists(op, work):
+    """The pending list read this step and the one written for the next."""
+    sel = work.pending_sel[op.index]
+    old = block(work.pending, op.pending + sel * op.positions, op.positions)
+    new = block(work.pending, op.pending + (1 - sel) * op.positions, op.positions)
+    return old, new
 
 
 @inline
-def swap_pending(op, pending_n, pending_sel, n_new):
+def swap_pending(op, work, n_new):
     """The list written this step is the one read at the next."""
-    pending_n[op.index] = n_new
-    pending_sel[op.index] = 1 - pending_sel[op.index]
+    work.pending_n[op.index] = n_new
+    work.pending_sel[op.index] = 1 - work.pending_sel[op.index]
 
 
 @inline
-def nonzero_channels(values, vb, chans, channels):
-    """List the non-zero channels of the vector ``values[vb:vb + chans]`` in ``channels``
-    (without branches); return how many there are."""
-    vb = np.uint64(vb)
+def nonzero_channels(vec, channels):
+    """List the non-zero channels of the vector ``vec`` in ``channels`` (without
+    branches); return how many there are."""
     nnz = 0
-    for c in range(chans):
+    for c in range(vec.shape[0]):
         channels[nnz] = c
-        nnz += values[vb + np.uint64(c)] != 0
+        nnz += vec[c] != 0
     return nnz
 
 
 @inline
-def nonzero_terms(values, vb, chans, base, stride, term_x, term_w, n):
-    """Append the non-zero entries of ``values[vb:vb + chans]`` to the ``n`` terms of
+def nonzero_terms(vec, base, stride, term_x, term_w, n):
+    """Append the non-zero entries of ``vec`` to the ``n`` terms of
     :func:`~.simd.accumulate` listed so far: the values to ``term_x``, channel ``c``'s
     weight offset ``base + c * stride`` to ``term_w`` (without branches). Returns the new
     number of terms."""
-    vb = np.uint64(vb)
-    for c in range(chans):
-        x = values[vb + np.uint64(c)]
+    for c in range(vec.shape[0]):
+        x = vec[c]
         term_x[n] = x
         term_w[n] = base + c * stride
         n += x != 0
@@ -113,43 +113,41 @@ def scan(frame, op, work, cur):
     plane by plane, blocks of 16 pixels skipped with one test on their bits (a vectorised
     OR); a frame of one position is copied whole."""
     chans, positions = op.channels, op.positions
-    # record fields read in the loops are copied to locals once: LLVM cannot tell the
-    # record's memory from the arrays the loops write, and would reload them
-    v0, a0, s0 = op.values, op.active, op.touched
-    values, active, stamps = work.values, work.active, work.stamps
+    values = block(work.values, op.values, positions * chans)
+    active = block(work.active, op.active, positions)
     if positions == 1:
-        vo = np.uint64(v0)
         nz = 0
-        for i in range(np.uint64(chans)):
+        for i in range(chans):
             x = frame[i]
-            values[vo + i] = x
+            values[i] = x
             nz += x != 0
         if nz == 0:
             return 0
-        active[a0] = 0
+        active[0] = 0
         return 1
-    bits = frame.view(np.uint32)
-    # the pixel loops run over uint64 indices: no wraparound test per pixel
-    u_chans, u_pos = np.uint64(chans), np.uint64(positions)
-    u_s0, u_v0 = np.uint64(s0), np.uint64(v0)
+    stamps = block(work.stamps, op.touched, positions)
+    frame_bits = frame.view(np.uint32)
     n = 0
-    for c in range(u_chans):
-        base = c * u_pos
-        for start in range(0, positions, 16):
-            stop = min(positions, start + 16)
+    for c in range(chans):
+        for start in range(c * positions, (c + 1) * positions, 16):
+            # a run of up to 16 pixels, skipped if all are zero
+            run = min(16, (c + 1) * positions - start)
+            pixels, bits = block(frame, start, run), block(frame_bits, start, run)
             any_bits = np.uint32(0)
-            for r in range(np.uint64(start), np.uint64(stop)):
-                any_bits |= bits[base + r]
+            for i in range(run):
+                any_bits |= bits[i]
             if any_bits:
-                for r in range(np.uint64(start), np.uint64(stop)):
-                    x = frame[base + r]
+                for i in range(run):
+                    x = pixels[i]
                     if x != 0:
-                        if stamps[u_s0 + r] != cur:
-                            stamps[u_s0 + r] = cur
-                            active[a0 + n] = r
+                        r = start - c * positions + i
+                        vec = block(values, r * chans, chans)
+                        if stamps[r] != cur:
+                            stamps[r] = cur
+                            active[n] = r
                             n += 1
-                            zero(values, u_v0 + r * u_chans, u_chans)
-                        values[u_v0 + r * u_chans + c] = x
+                            clear(vec)
+                        vec[c] = x
     return n
 
 
@@ -172,24 +170,24 @@ def scatter_conv(op, net, work, n_in, cur):
     passes ``n_in`` as int64, so that one signature is compiled."""
     wo, kh, kw = op.wo, op.kh, op.kw
     ci, co, cig, cog = op.in_channels, op.channels, op.group_in, op.group_out
-    in_a, in_v, s0, acc0, w0 = op.in_active, op.in_values, op.touched, op.acc, op.weights
-    t_y, t_x, t_rows, t_cols = op.tab_y, op.tab_x, op.tab_rows, op.tab_cols
+    in_positions = op.hi * op.wi
+    inputs = block(work.active, op.in_active, n_in)
+    in_values = block(work.values, op.in_values, in_positions * ci)
+    stamps = block(work.stamps, op.touched, op.positions)
+    touched = block(work.touched, op.touched, op.positions)
+    acc, acc0 = work.acc, op.acc
+    tab = net.tables
+    tab_y, tab_x = block(tab, op.tab_y, in_positions), block(tab, op.tab_x, in_positions)
+    tab_rows, tab_cols = block(tab, op.tab_rows, op.hi * kh), block(tab, op.tab_cols, op.wi * kw)
+    w, w0 = net.weights, op.weights
     rows, pad = op.row_scatter, op.pad_left
-    tab, w = net.tables, net.weights
-    values, active, acc, stamps, touched = (
-        work.values,
-        work.active,
-        work.acc,
-        work.stamps,
-        work.touched,
-    )
     channels, term_x, term_w = work.channels, work.term_x, work.term_w
     w_chan = kh * kw * cog  # weights per input channel
     npos = 0
     for e in range(n_in):
-        r = active[in_a + e]
-        vb = in_v + r * ci
-        y, x = tab[t_y + r], tab[t_x + r]
+        r = inputs[e]
+        vec = block(in_values, r * ci, ci)
+        y, x = tab_y[r], tab_x[r]
         if rows:
             # In one kernel row the input reaches the neighbouring output columns lo..hi,
             # whose accumulators are contiguous, as are their weights (kernel columns
@@ -200,37 +198,36 @@ def scatter_conv(op, net, work, n_in, cur):
             if lo > hi:
                 continue
             span = (hi - lo + 1) * co
-            nnz = nonzero_terms(values, vb, ci, 0, w_chan, term_x, term_w, 0)
+            nnz = nonzero_terms(vec, 0, w_chan, term_x, term_w, 0)
             for ky in range(kh):
-                oy = tab[t_rows + y * kh + ky]
+                oy = tab_rows[y * kh + ky]
                 if oy < 0:
                     continue
                 q0 = oy * wo
                 for ox in range(lo, hi + 1):
-                    npos = touch(stamps, touched, s0, q0 + ox, cur, npos)
+                    npos = touch(stamps, touched, q0 + ox, cur, npos)
                 ab = acc0 + (q0 + lo) * co
                 wb = w0 + (ky * kw + lo - first) * co
                 accumulate(acc, ab, span, term_x, term_w, nnz, w, wb)
         else:
-            nnz = nonzero_channels(values, vb, ci, channels)
+            nnz = nonzero_channels(vec, channels)
             for ky in range(kh):
-                oy = tab[t_rows + y * kh + ky]
+                oy = tab_rows[y * kh + ky]
                 if oy < 0:
                     continue
                 for kx in range(kw):
-                    ox = tab[t_cols + x * kw + kx]
+                    ox = tab_cols[x * kw + kx]
                     if ox < 0:
                         continue
                     q = oy * wo + ox
-                    a = acc0 + q * co
-                    npos = touch(stamps, touched, s0, q, cur, npos)
+                    npos = touch(stamps, touched, q, cur, npos)
                     for j in range(nnz):
                         c = channels[j]
-                        p = values[vb + c]
-                        ab = np.uint64(a + (c // cig) * cog)
-                        wb = np.uint64(w0 + c * w_chan + (ky * kw + kx) * cog)
-                        for i in range(np.uint64(cog)):
-                            acc[ab + i] += p * w[wb + i]
+                        p = vec[c]
+                        sums = block(acc, acc0 + q * co + (c // cig) * cog, cog)
+                        weights = block(w, w0 + c * w_chan + (ky * kw + kx) * cog, cog)
+                        for i in range(cog):
+                            sums[i] += p * weights[i]
     return npos
 
 
@@ -238,27 +235,23 @@ def scatter_conv(op, net, work, n_in, cur):
 def emit_conv(op, net, work, npos):
     """A convolution's output (not followed by IAF): the touched positions, every position
     when there is a bias."""
-    co = op.channels
-    positions, has_bias, s0, acc0, v0 = op.positions, op.has_bias, op.touched, op.acc, op.values
-    b0, a0 = op.bias, op.active
-    acc, values, active, touched, biases = (
-        work.acc,
-        work.values,
-        work.active,
-        work.touched,
-        net.biases,
-    )
+    co, positions, has_bias = op.channels, op.positions, op.has_bias
+    touched = block(work.touched, op.touched, positions)
+    acc = block(work.acc, op.acc, positions * co)
+    values = block(work.values, op.values, positions * co)
+    active = block(work.active, op.active, positions)
+    bias = block(net.biases, op.bias, co)
     n = 0
     for e in range(positions if has_bias else npos):
-        q = e if has_bias else touched[s0 + e]
-        a, ob, bo = np.uint64(acc0 + q * co), np.uint64(v0 + q * co), np.uint64(b0)
+        q = e if has_bias else touched[e]
+        sums, out = block(acc, q * co, co), block(values, q * co, co)
         nz = 0
-        for o in range(np.uint64(co)):
-            x = acc[a + o] + biases[bo + o]
-            acc[a + o] = 0.0
-            values[ob + o] = x
+        for o in range(co):
+            x = sums[o] + bias[o]
+            sums[o] = 0.0
+            out[o] = x
             nz += x != 0
-        n = append(active, a0, n, q, nz != 0)
+        n = append(active, n, q, nz != 0)
     return n
 
 
@@ -283,59 +276,50 @@ def conv_iaf(op, pool, net, work, npos, cur):
 @inline
 def conv_iaf_loop(op, pool, net, work, npos, cur, multi, to_value):
     nrn = neuron_of(op, multi, to_value)
-    co = op.channels
-    has_bias, positions, s0, acc0, b0, v0 = (
-        op.has_bias,
-        op.positions,
-        op.touched,
-        op.acc,
-        op.bias,
-        op.v,
-    )
-    out0, a0, pooled, t_win = op.values, op.active, op.pooled, op.tab_window
-    spill, pool_acc, pool_s0 = pool.spill, pool.acc, pool.touched
-    acc, biases, tab = work.acc, net.biases, net.tables
-    values, active, stamps, touched = work.values, work.active, work.stamps, work.touched
-    v, counts, pending, pending_n, pending_sel = (
-        work.v,
-        work.counts,
-        work.pending,
-        work.pending_n,
-        work.pending_sel,
-    )
-    old, new = pending_lists(op, pending_sel)
-    n_old = 0 if has_bias else pending_n[op.index]
+    co, positions, has_bias, pooled = op.channels, op.positions, op.has_bias, op.pooled
+    stamps = block(work.stamps, op.touched, positions)
+    touched = block(work.touched, op.touched, positions)
+    acc = block(work.acc, op.acc, positions * co)
+    v = block(work.v, op.v, positions * co)
+    counts = block(work.counts, op.v, positions * co)
+    bias = block(net.biases, op.bias, co)
+    # the output: spikes listed here, or added into the window sums of the pooling
+    values = block(work.values, op.values, positions * co)
+    active = block(work.active, op.active, positions)
+    windows = block(net.tables, op.tab_window, positions)
+    pool_stamps = block(work.stamps, pool.touched, pool.positions)
+    pool_touched = block(work.touched, pool.touched, pool.positions)
+    old, new = pending_lists(op, work)
+    n_old = 0 if has_bias else work.pending_n[op.index]
     n_in = positions if has_bias else npos
     n = 0
     n_new = 0
     for e in range(n_in + n_old):
         if e < n_in:
-            q = e if has_bias else touched[np.uint64(s0 + e)]
+            q = e if has_bias else touched[e]
         else:  # pending: updated once, unless it got input (then it was updated above)
-            q = pending[np.uint64(old + e - n_in)]
-            sq = np.uint64(s0 + q)
-            if stamps[sq] == cur:
+            q = old[e - n_in]
+            if stamps[q] == cur:
                 continue
-            stamps[sq] = cur
-        a = acc0 + q * co
+            stamps[q] = cur
+        sums = block(acc, q * co, co)
         if has_bias:
-            au, bo = np.uint64(a), np.uint64(b0)
-            for o in range(np.uint64(co)):
-                acc[au + o] += biases[bo + o]
-        vo = v0 + q * co
+            for o in range(co):
+                sums[o] += bias[o]
+        membranes, spikes = block(v, q * co, co), block(counts, q * co, co)
         if pooled:  # (two calls, so that each inlined update knows whether it adds)
-            win = tab[np.uint64(t_win + q)]
-            slot = win if win >= 0 else spill
-            out = pool_acc + slot * co
-            spiked, moves = iaf_position(nrn, v, counts, vo, co, acc, a, True, acc, out, True)
+            win = windows[q]
+            slot = win if win >= 0 else pool.spill
+            out = block(work.acc, pool.acc + slot * co, co)
+            spiked, moves = iaf_position(nrn, membranes, spikes, sums, True, out, True)
             if spiked and win >= 0:
-                n = touch(stamps, touched, pool_s0, win, cur, n)
+                n = touch(pool_stamps, pool_touched, win, cur, n)
         else:
-            out = out0 + q * co
-            spiked, moves = iaf_position(nrn, v, counts, vo, co, acc, a, True, values, out, False)
-            n = append(active, a0, n, q, spiked)
-        n_new = append(pending, new, n_new, q, moves and not has_bias)
-    swap_pending(op, pending_n, pending_sel, n_new)
+            out = block(values, q * co, co)
+            spiked, moves = iaf_position(nrn, membranes, spikes, sums, True, out, False)
+            n = append(active, n, q, spiked)
+        n_new = append(new, n_new, q, moves and not has_bias)
+    swap_pending(op, work, n_new)
     return n
 
 
@@ -348,43 +332,36 @@ def iaf(op, work, n_in, cur):
     """IAF layer fed by another operation: update the positions that got input or were
     pending; list those that spiked."""
     nrn = neuron_of(op, op.multi, op.to_value)
-    chans = op.channels
-    in_a, in_v, s0, v0, out0, a0 = (
-        op.in_active,
-        op.in_values,
-        op.touched,
-        op.v,
-        op.values,
-        op.active,
-    )
-    values, active, stamps, zeros = work.values, work.active, work.stamps, work.zeros
-    v, counts, pending, pending_n, pending_sel = (
-        work.v,
-        work.counts,
-        work.pending,
-        work.pending_n,
-        work.pending_sel,
-    )
-    old, new = pending_lists(op, pending_sel)
-    n_old = pending_n[op.index]
+    chans, positions = op.channels, op.positions
+    inputs = block(work.active, op.in_active, n_in)
+    in_values = block(work.values, op.in_values, positions * chans)
+    stamps = block(work.stamps, op.touched, positions)
+    v = block(work.v, op.v, positions * chans)
+    counts = block(work.counts, op.v, positions * chans)
+    values = block(work.values, op.values, positions * chans)
+    active = block(work.active, op.active, positions)
+    zeros = block(work.zeros, 0, chans)
+    old, new = pending_lists(op, work)
+    n_old = work.pending_n[op.index]
     n_new = 0
     n = 0
     for e in range(n_in + n_old):
         if e < n_in:
-            q = active[in_a + e]
+            q = inputs[e]
             if n_old:
-                stamps[s0 + q] = cur
-            x, xo = values, in_v + q * chans
+                stamps[q] = cur
+            x = block(in_values, q * chans, chans)
         else:
-            q = pending[old + e - n_in]
-            if n_in and stamps[s0 + q] == cur:
+            q = old[e - n_in]
+            if n_in and stamps[q] == cur:
                 continue
-            x, xo = zeros, 0
-        vo, out = v0 + q * chans, out0 + q * chans
-        spiked, moves = iaf_position(nrn, v, counts, vo, chans, x, xo, False, values, out, False)
-        n = append(active, a0, n, q, spiked)
-        n_new = append(pending, new, n_new, q, moves)
-    swap_pending(op, pending_n, pending_sel, n_new)
+            x = zeros
+        membranes, spikes = block(v, q * chans, chans), block(counts, q * chans, chans)
+        out = block(values, q * chans, chans)
+        spiked, moves = iaf_position(nrn, membranes, spikes, x, False, out, False)
+        n = append(active, n, q, spiked)
+        n_new = append(new, n_new, q, moves)
+    swap_pending(op, work, n_new)
     return n
 
 
@@ -393,28 +370,28 @@ def pool_sums(op, net, work, n_in, cur):
     """Average pooling, first half: sum the active input positions into the windows that
     hold them; return the number of windows touched (then :func:`pool_emit`)."""
     wo, chans = op.wo, op.channels
-    in_a, in_v, s0, acc0 = op.in_active, op.in_values, op.touched, op.acc
-    t_y, t_x, t_rows, t_cols = op.tab_y, op.tab_x, op.tab_rows, op.tab_cols
+    in_positions = op.hi * op.wi
+    inputs = block(work.active, op.in_active, n_in)
+    in_values = block(work.values, op.in_values, in_positions * chans)
+    stamps = block(work.stamps, op.touched, op.positions)
+    touched = block(work.touched, op.touched, op.positions)
+    acc = block(work.acc, op.acc, op.positions * chans)
     tab = net.tables
-    values, active, acc, stamps, touched = (
-        work.values,
-        work.active,
-        work.acc,
-        work.stamps,
-        work.touched,
-    )
+    tab_y, tab_x = block(tab, op.tab_y, in_positions), block(tab, op.tab_x, in_positions)
+    # first and last output row (column) whose window holds an input row (column)
+    tab_rows, tab_cols = block(tab, op.tab_rows, 2 * op.hi), block(tab, op.tab_cols, 2 * op.wi)
     npos = 0
     for e in range(n_in):
-        r = active[in_a + e]
-        y, x = tab[t_y + r], tab[t_x + r]
-        vb = in_v + r * chans
-        for oy in range(tab[t_rows + 2 * y], tab[t_rows + 2 * y + 1] + 1):
-            for ox in range(tab[t_cols + 2 * x], tab[t_cols + 2 * x + 1] + 1):
+        r = inputs[e]
+        y, x = tab_y[r], tab_x[r]
+        vec = block(in_values, r * chans, chans)
+        for oy in range(tab_rows[2 * y], tab_rows[2 * y + 1] + 1):
+            for ox in range(tab_cols[2 * x], tab_cols[2 * x + 1] + 1):
                 q = oy * wo + ox
-                npos = touch(stamps, touched, s0, q, cur, npos)
-                a, vu = np.uint64(acc0 + q * chans), np.uint64(vb)
-                for c in range(np.uint64(chans)):
-                    acc[a + c] += values[vu + c]
+                npos = touch(stamps, touched, q, cur, npos)
+                sums = block(acc, q * chans, chans)
+                for c in range(chans):
+                    sums[c] += vec[c]
     return npos
 
 
@@ -422,20 +399,22 @@ def pool_sums(op, net, work, n_in, cur):
 def pool_emit(op, work, npos):
     """Divide the sums of the ``npos`` touched windows (``work.touched[op.touched:]``),
     set them back to zero, and list the windows with a non-zero output."""
-    chans = op.channels
-    s0, acc0, v0, div, a0 = op.touched, op.acc, op.values, op.divisor, op.active
-    acc, values, active, touched = work.acc, work.values, work.active, work.touched
+    chans, positions, div = op.channels, op.positions, op.divisor
+    touched = block(work.touched, op.touched, positions)
+    acc = block(work.acc, op.acc, positions * chans)
+    values = block(work.values, op.values, positions * chans)
+    active = block(work.active, op.active, positions)
     n = 0
     for e in range(npos):
-        q = touched[s0 + e]
-        a, ob = np.uint64(acc0 + q * chans), np.uint64(v0 + q * chans)
+        q = touched[e]
+        sums, out = block(acc, q * chans, chans), block(values, q * chans, chans)
         nz = 0
-        for c in range(np.uint64(chans)):
-            x = acc[a + c] / div
-            acc[a + c] = 0.0
-            values[ob + c] = x
+        for c in range(chans):
+            x = sums[c] / div
+            sums[c] = 0.0
+            out[c] = x
             nz += x != 0
-        n = append(active, a0, n, q, nz != 0)
+        n = append(active, n, q, nz != 0)
     return n
 
 
@@ -444,30 +423,25 @@ def linear(op, net, work, n_in):
     """A linear layer: one sum over the non-zero inputs of all active positions, in their
     order; its output is one position."""
     nout, ci = op.channels, op.in_channels
-    in_a, in_v = op.in_active, op.in_values
-    values, active, acc, term_x, term_w = (
-        work.values,
-        work.active,
-        work.acc,
-        work.term_x,
-        work.term_w,
-    )
-    biases = net.biases
+    inputs = block(work.active, op.in_active, n_in)
+    term_x, term_w = work.term_x, work.term_w
     if n_in == 0 and not op.has_bias:
         return 0
     n = 0
     for e in range(n_in):
-        r = active[in_a + e]  # input r * ci + c: channel-last for spatial input
-        n = nonzero_terms(values, in_v + r * ci, ci, r * ci * nout, nout, term_x, term_w, n)
-    zero(acc, op.acc, nout)
-    accumulate(acc, op.acc, nout, term_x, term_w, n, net.weights, op.weights)
-    a, bo, ob = np.uint64(op.acc), np.uint64(op.bias), np.uint64(op.values)
+        r = inputs[e]  # input r * ci + c: channel-last for spatial input
+        vec = block(work.values, op.in_values + r * ci, ci)
+        n = nonzero_terms(vec, r * ci * nout, nout, term_x, term_w, n)
+    sums = block(work.acc, op.acc, nout)
+    clear(sums)
+    accumulate(work.acc, op.acc, nout, term_x, term_w, n, net.weights, op.weights)
+    bias, out = block(net.biases, op.bias, nout), block(work.values, op.values, nout)
     nz = 0
-    for o in range(np.uint64(nout)):
-        x = acc[a + o] + biases[bo + o]
-        values[ob + o] = x
+    for o in range(nout):
+        x = sums[o] + bias[o]
+        out[o] = x
         nz += x != 0
     if nz == 0:
         return 0
-    active[op.active] = 0
+    work.active[op.active] = 0
     return 1

@@ -75,23 +75,22 @@ def moves_at_rest(v, nrn):
 
 
 @inline
-def iaf_position(nrn, v, counts, vo, chans, x, xo, clear, out, oo, add):
-    """Update the membranes ``v[vo:]`` of one position's ``chans`` channels with the
-    float32 input ``x[xo:]`` (set back to zero if ``clear``); write the spikes to
-    ``out[oo:]`` (or, if ``add``, add them to what is there) and add them to the sample's
-    counts ``counts[vo:]``. Returns whether any channel spiked and whether the position
-    must be updated at the next step even without input. The loop has no branches and
-    only float32 data, so it runs in 8 SIMD lanes."""
-    vo, xo, oo, chans = np.uint64(vo), np.uint64(xo), np.uint64(oo), np.uint64(chans)
+def iaf_position(nrn, v, counts, x, clear, out, add):
+    """Update the membranes ``v`` of one position's channels with the float32 input ``x``
+    (set back to zero if ``clear``); write the spikes to ``out`` (or, if ``add``, add them
+    to what is there) and add them to the sample's ``counts``: views of one position's
+    channel vector each. Returns whether any channel spiked and whether the position must
+    be updated at the next step even without input. The loop has no branches and only
+    float32 data, so it runs in 8 SIMD lanes."""
     spiked = False
     moving = False
-    for o in range(chans):
-        v1, s = iaf_update(v[vo + o], x[xo + o], nrn)
+    for o in range(v.shape[0]):
+        v1, s = iaf_update(v[o], x[o], nrn)
         if clear:
-            x[xo + o] = 0.0
-        v[vo + o] = v1
-        out[oo + o] = (out[oo + o] + s) if add else s
-        counts[vo + o] += np.int32(s)
+            x[o] = 0.0
+        v[o] = v1
+        out[o] = (out[o] + s) if add else s
+        counts[o] += np.int32(s)
         spiked |= s != 0
         moving |= moves_at_rest(v1, nrn)
     return spiked, moving

@@ -11,8 +11,8 @@ Index types are fixed here, once: the record's integer fields (offsets, sizes) a
 positions in lists and tables are :data:`POSITION` (int32, signed: -1 marks "none" in the
 tables), half the memory traffic of int64 (measured: int64 lists and tables made the
 simulation 5-8 % slower); numba widens them to int64 in any arithmetic with a field, so no
-index mixes signedness. Only the channel loops of the kernels make their start and length
-unsigned (see :mod:`.kernels`).
+index mixes signedness. No kernel casts an index: they index views of these blocks from zero
+(see :mod:`.kernels`).
 """
 
 from __future__ import annotations
