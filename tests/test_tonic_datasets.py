@@ -233,6 +233,29 @@ def test_tar_archives_are_extracted(tmp_path, name, split_dir, archive):
     assert_matches(load_tonic(name, tmp_path, "test"), written)
 
 
+@pytest.mark.parametrize("leaving", ["../outside.bin", "/abs/outside.bin"])
+def test_tar_member_leaving_the_folder_is_refused(tmp_path, leaving):
+    """Refused with the extraction filter (Python >= 3.11.4) and without it (the check
+    spikescale makes on older Pythons, run here directly too)."""
+    import io
+    import tarfile
+
+    from spikescale.tonic_datasets import _refuse_members_leaving
+
+    folder = tmp_path / "POKERDVS"
+    folder.mkdir()
+    with tarfile.open(folder / "pips_test.tar.gz", "w:gz") as tf:
+        info = tarfile.TarInfo(leaving)
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(CorruptArchiveError, match="pips_test.tar.gz"):
+        load_tonic("pokerdvs", tmp_path, "test")
+    assert not (tmp_path / "outside.bin").exists()
+    assert [p.name for p in folder.iterdir()] == ["pips_test.tar.gz"]
+    with tarfile.open(folder / "pips_test.tar.gz") as tf, pytest.raises(tarfile.TarError):
+        _refuse_members_leaving(tf)
+
+
 def test_corrupt_archive(tmp_path):
     (tmp_path / "NMNIST").mkdir()
     (tmp_path / "NMNIST" / "train.zip").write_bytes(b"PK\x03\x04 not really a zip")

@@ -548,6 +548,17 @@ def _locate(entry: TonicDataset, root: Path, split: str, extract: bool = True):
     return None, looked
 
 
+def _refuse_members_leaving(tf: tarfile.TarFile) -> None:
+    """What ``filter="data"`` refuses, for Pythons without it: members that are not plain
+    files or folders or links, absolute names, and names or link targets with ``..``."""
+    for m in tf.getmembers():
+        if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+            raise tarfile.TarError(f"{m.name!r} is not a file, folder or link")
+        for name in (m.name, m.linkname) if (m.issym() or m.islnk()) else (m.name,):
+            if name.startswith("/") or ".." in Path(name).parts:
+                raise tarfile.TarError(f"{m.name!r} would be written outside the folder")
+
+
 def _extract(archive: Path, split_name: str, has_recordings: Callable[[Path], bool]) -> Path:
     """Extract ``archive`` and move its ``split_name`` folder beside it, atomically.
 
@@ -574,7 +585,11 @@ def _extract(archive: Path, split_name: str, has_recordings: Callable[[Path], bo
                     zf.extractall(tmp)  # zipfile drops absolute and ".." parts itself
             else:
                 with tarfile.open(archive) as tf:
-                    tf.extractall(tmp, filter="data")
+                    if hasattr(tarfile, "data_filter"):
+                        tf.extractall(tmp, filter="data")
+                    else:  # Python before 3.11.4 has no extraction filters
+                        _refuse_members_leaving(tf)
+                        tf.extractall(tmp)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as err:
             raise CorruptArchiveError(
                 f"cannot extract {archive}: {err}; download it again or remove it"
