@@ -286,7 +286,7 @@ def conv_iaf_loop(op, pool, net, work, npos, cur, multi, to_value):
     # the output: spikes listed here, or added into the window sums of the pooling
     values = block(work.values, op.values, positions * co)
     active = block(work.active, op.active, positions)
-    windows = block(net.tables, op.tab_window, positions)
+    windows = block(net.tables, op.tab_window, positions)  # read only if pooled
     pool_stamps = block(work.stamps, pool.touched, pool.positions)
     pool_touched = block(work.touched, pool.touched, pool.positions)
     old, new = pending_lists(op, work)
